@@ -1,0 +1,3 @@
+from nextai.cli import main
+
+main()

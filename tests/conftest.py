@@ -1,0 +1,46 @@
+"""Shared test setup: an isolated nextai cache per session, no hub access, GPU tests skipped without CUDA."""
+
+import os
+
+import pytest
+import torch
+
+# Nothing may reach a model or dataset hub in tests (CI has no internet); fail fast instead of timing out.
+for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.setdefault(variable, "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nextai_cache(tmp_path_factory):
+    """Every session builds the tiny model and tokenized data in its own cache directory."""
+    path = tmp_path_factory.mktemp("nextai-cache")
+    previous = os.environ.get("NEXTAI_CACHE_DIR")
+    os.environ["NEXTAI_CACHE_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("NEXTAI_CACHE_DIR", None)
+    else:
+        os.environ["NEXTAI_CACHE_DIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(nextai_cache):
+    from nextai.tiny import ensure_tiny_model
+
+    return ensure_tiny_model(nextai_cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir):
+    from nextai.data.tokenize import load_tokenizer
+
+    return load_tokenizer(str(tiny_model_dir))
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
