@@ -1,0 +1,123 @@
+"""Which attention kernel runs, and torch's own varlen kernel for packed batches.
+
+Padded batches: flash-attn 2 when it imports and a GPU is present, else torch's SDPA.
+Packed batches (several examples in one row, see `nextai.data.packing`), never attending across examples:
+- CUDA: flash-attn's varlen path when installed, else `torch.nn.attention.varlen.varlen_attn` (PyTorch's own flash
+  kernel, no extra package), both driven by the `cu_seq_lens_*` the pack collator provides;
+- CPU: transformers' position-ids path (no attention mask, no cache): SDPA with a block-diagonal causal mask.
+"""
+
+import importlib.util
+import inspect
+import logging
+from typing import Literal
+
+import torch
+
+from nextai.errors import NextaiError
+
+log = logging.getLogger(__name__)
+
+AttentionChoice = Literal["auto", "flash_attention_2", "sdpa", "eager"]
+VARLEN = "nextai_varlen"  # registered with transformers' AttentionInterface under this name
+PACKED_KWARGS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
+
+
+def flash_attn_available() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def torch_varlen_available() -> bool:
+    try:
+        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def choose_attention(requested: AttentionChoice, device_type: str, packed: bool = False) -> tuple[str, str]:
+    """The transformers `attn_implementation` to load with, and why (for the log)."""
+    if requested not in ("auto", "flash_attention_2", "sdpa", "eager"):
+        raise NextaiError(f"model.attn_implementation: unknown value '{requested}'; "
+                          "expected auto, flash_attention_2, sdpa or eager")
+    if requested == "flash_attention_2":
+        if device_type != "cuda":
+            raise NextaiError("model.attn_implementation=flash_attention_2 needs a CUDA GPU; "
+                              "this run is on the CPU: use sdpa or auto")
+        if not flash_attn_available():
+            raise NextaiError("model.attn_implementation=flash_attention_2 needs the flash-attn package "
+                              "(pip install 'nextai[flash]'); or use sdpa / auto")
+    if packed:
+        return _choose_packed(requested, device_type)
+    if requested == "auto":
+        if device_type == "cuda" and flash_attn_available():
+            return "flash_attention_2", "auto: flash_attn is installed and a CUDA GPU is present"
+        why = "no CUDA device" if device_type != "cuda" else "flash_attn is not installed"
+        return "sdpa", f"auto: {why}, so torch's scaled_dot_product_attention"
+    return requested, "requested"
+
+
+def _choose_packed(requested: str, device_type: str) -> tuple[str, str]:
+    if device_type != "cuda":
+        implementation = "eager" if requested == "eager" else "sdpa"
+        return implementation, (f"packed batches on {device_type}: {implementation} with positions restarting per "
+                                "example, which transformers turns into a block-diagonal causal mask (no cache)")
+    if requested in ("auto", "flash_attention_2") and flash_attn_available():
+        return "flash_attention_2", "packed batches: flash-attn varlen kernel driven by cu_seq_lens"
+    if requested == "eager":
+        return "eager", ("packed batches: eager attention with a block-diagonal mask built from the positions "
+                         "(slow, memory grows with the square of the pack)")
+    if torch_varlen_available():
+        register_varlen_attention()
+        return VARLEN, ("packed batches: torch.nn.attention.varlen.varlen_attn (PyTorch's flash kernel) driven "
+                        "by cu_seq_lens; flash-attn is not installed")
+    return "sdpa", ("packed batches: this torch has no varlen_attn; SDPA with a block-diagonal mask built from the "
+                    "positions (memory grows with the square of the pack)")
+
+
+_VARLEN_PARAMETERS: frozenset[str] = frozenset()
+
+
+def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                             attention_mask: torch.Tensor | None, dropout: float = 0.0,
+                             scaling: float | None = None, **kwargs) -> tuple[torch.Tensor, None]:
+    """transformers attention function: causal attention inside each packed example.
+
+    query: [1, Hq, T, D], key/value: [1, Hkv, T, D] -> [1, T, Hq, D]. Needs `cu_seq_lens_q` and `max_length_q`
+    (passed by `QLoRAModule.forward` from the pack collator).
+    """
+    from torch.nn.attention.varlen import varlen_attn
+
+    if kwargs.get("cu_seq_lens_q") is None:
+        raise RuntimeError(f"{VARLEN} attention runs packed batches only (no cu_seq_lens_q in this call)")
+    if dropout:
+        raise RuntimeError(f"{VARLEN} attention has no attention dropout (got {dropout})")
+    cu_seq_lens, max_length = kwargs["cu_seq_lens_q"], int(kwargs["max_length_q"])
+    batch, q_heads, tokens, head_dim = query.shape
+    kv_heads = key.shape[1]
+    dtype = query.dtype if query.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+    q = query.transpose(1, 2).reshape(batch * tokens, q_heads, head_dim).to(dtype)
+    k = key.transpose(1, 2).reshape(batch * tokens, kv_heads, head_dim).to(dtype)
+    v = value.transpose(1, 2).reshape(batch * tokens, kv_heads, head_dim).to(dtype)
+    options = {"scale": scaling}
+    if "window_size" in _VARLEN_PARAMETERS:
+        options["window_size"] = (-1, 0)  # causal
+    else:
+        options["is_causal"] = True
+    if kv_heads != q_heads:
+        if "enable_gqa" in _VARLEN_PARAMETERS:
+            options["enable_gqa"] = True
+        else:  # torch 2.11: repeat the shared key/value heads
+            k = k.repeat_interleave(q_heads // kv_heads, dim=1)
+            v = v.repeat_interleave(q_heads // kv_heads, dim=1)
+    out = varlen_attn(q, k, v, cu_seq_lens, cu_seq_lens, max_length, max_length, **options)
+    return out.view(batch, tokens, q_heads, head_dim).to(query.dtype), None
+
+
+def register_varlen_attention() -> None:
+    global _VARLEN_PARAMETERS
+    from torch.nn.attention.varlen import varlen_attn
+    from transformers import AttentionInterface
+
+    _VARLEN_PARAMETERS = frozenset(inspect.signature(varlen_attn).parameters)
+    AttentionInterface.register(VARLEN, varlen_attention_forward)

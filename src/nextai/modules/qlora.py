@@ -1,0 +1,319 @@
+"""`QLoRAModule`: a causal LM quantized to 4-bit with LoRA adapters, trained and validated by Lightning.
+
+Thin by design: loading is `loading`, LoRA is `lora`, the optimizer is `optim`, activation memory is
+`activations`/`memory_plan`, the loss is `loss`; this class wires them into Lightning's hooks and makes
+checkpoints hold only what training changes (the LoRA weights).
+"""
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torchmetrics import MeanMetric
+
+from nextai.atomic import atomic_path
+from nextai.errors import NextaiError
+from nextai.modules.activations import PinnedOffloader, apply_layer_policies, decoder_layers, describe_policies
+from nextai.modules.attention import PACKED_KWARGS, AttentionChoice
+from nextai.modules.kernels import apply_liger_kernels
+from nextai.modules.loading import load_causal_lm
+from nextai.modules.lora import check_targets_exist, lora_config, lora_target_modules
+from nextai.modules.loss import describe_linear_cross_entropy, linear_cross_entropy
+from nextai.modules.memory_plan import budget_bytes, measure_layer, plan_layers
+from nextai.modules.optim import SCHEDULES, OptimizerName, build_optimizer, build_schedule
+from nextai.modules.quantization import Quantization, keep_cpu_layout_trainable
+from nextai.rundir import ADAPTER_DIR, run_dir
+
+log = logging.getLogger(__name__)
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids", *PACKED_KWARGS)
+OPTIMIZER_BYTES_PER_PARAM = {"paged_adamw_8bit": 2, "adamw_8bit": 2, "adamw": 8}
+
+
+def rng_states() -> dict:
+    """Every generator a training step draws from (dropout masks): Python, NumPy, torch CPU and CUDA."""
+    import random
+
+    import numpy as np
+
+    # NumPy's state as plain values and a tensor, so the checkpoint still loads with torch.load(weights_only=True).
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss),
+                   float(cached_gaussian))
+    states = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict) -> None:
+    import random
+
+    import numpy as np
+
+    random.setstate(states["python"])
+    name, keys, position, has_gauss, cached_gaussian = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, all) parameters, counting 4-bit packed weights at their real size (peft's own count)."""
+    return model.get_nb_trainable_parameters()
+
+
+class QLoRAModule(L.LightningModule):
+    """Fine-tunes `base_model` (hub id, local path, or `tiny`) with LoRA on top of its quantized weights.
+
+    Args:
+        base_model: hub id (`meta-llama/Llama-2-70b-hf`), local directory, or `tiny` (the embedded default).
+        quantization: bitsandbytes settings (report Table 2 by default).
+        attn_implementation: `auto` picks flash_attention_2 when flash-attn imports and a GPU is present, else sdpa.
+        gradient_checkpointing: recompute activations in the backward pass (non-reentrant).
+        lora_r, lora_alpha, lora_dropout: LoRA rank, scale numerator and dropout.
+        lora_targets: a preset of the report's Table 5 (`key_query`, `attention`, `ffn`, `all`,
+            `attention_ffn_output`) or a list of module names.
+        optimizer: `paged_adamw_8bit` (bitsandbytes), `adamw_8bit` or `adamw` (torch).
+        learning_rate, weight_decay: optimizer settings.
+        lr_scheduler: transformers schedule name, stepped every optimizer step after `warmup_steps` of linear warmup.
+        cutoff_len: longest training sequence (linked from `data.cutoff_len`); checked against the model's positions.
+        packing: batches are padding-free packs (linked from `data.packing`): picks a varlen attention kernel.
+        micro_batch_tokens: most tokens in one micro batch (linked from the data settings); sizes the memory plan.
+        kbit_preparation: peft's `prepare_model_for_kbit_training`, which also upcasts the frozen embeddings, norms
+            and output layer to fp32 (about 1 GiB more at 70B); false keeps them in bf16.
+        fused_cross_entropy: compute the loss without full-vocabulary logits (Liger's fused kernel on CUDA when
+            installed, chunked torch otherwise).
+        liger_kernels: Liger-kernel's fused RMSNorm, SwiGLU and RoPE (CUDA).
+        offload_activations: checkpointed layers keep their input in pinned CPU memory instead of on the GPU.
+        memory_budget: a cap such as `38GiB`, or `card`: per decoder layer, keep activations, recompute them or
+            offload their input, whichever makes the step fastest under the cap (CUDA; overrides
+            `gradient_checkpointing` and `offload_activations`).
+        lora_dtype: dtype of the LoRA weights (and so of their gradients).
+    """
+
+    def __init__(
+        self,
+        base_model: str = "tiny",
+        quantization: Quantization = Quantization(),
+        attn_implementation: AttentionChoice = "auto",
+        gradient_checkpointing: bool = True,
+        lora_r: int = 4,
+        lora_alpha: int = 16,
+        lora_dropout: float = 0.05,
+        lora_targets: str | list[str] = "attention_ffn_output",
+        optimizer: OptimizerName = "paged_adamw_8bit",
+        learning_rate: float = 3e-4,
+        weight_decay: float = 0.0,
+        lr_scheduler: str = "cosine",
+        warmup_steps: int = 100,
+        cutoff_len: int = 1024,
+        packing: bool = False,
+        micro_batch_tokens: int | None = None,
+        kbit_preparation: bool = True,
+        fused_cross_entropy: bool = False,
+        liger_kernels: bool = False,
+        offload_activations: bool = False,
+        memory_budget: str | None = None,
+        lora_dtype: Literal["float32", "bfloat16"] = "float32",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.quantization = quantization
+        # Fail at construction (before any data or weights are touched) on values that can never work.
+        lora_config(lora_r, lora_alpha, lora_dropout, lora_targets)
+        if optimizer not in OPTIMIZER_BYTES_PER_PARAM:
+            raise NextaiError(f"model.optimizer: unknown optimizer '{optimizer}'; "
+                              "expected paged_adamw_8bit, adamw_8bit or adamw")
+        if lr_scheduler not in SCHEDULES:
+            raise NextaiError(f"model.lr_scheduler: unknown schedule '{lr_scheduler}'; "
+                              f"expected one of {', '.join(SCHEDULES)}")
+        if learning_rate <= 0:
+            raise NextaiError(f"model.learning_rate must be positive, got {learning_rate}")
+        if cutoff_len <= 0:
+            raise NextaiError(f"cutoff_len must be a positive number of tokens, got {cutoff_len}")
+        if memory_budget not in (None, "card"):
+            budget_bytes(memory_budget, torch.device("cpu"))  # parse now: a bad value fails before loading
+        self.strict_loading = False  # checkpoints hold the trainable weights only; on_load_checkpoint checks them
+        self.model = None
+        self.memory_plan = None
+        self.val_loss = MeanMetric()
+        self._offloader = PinnedOffloader()
+        self._rng_to_restore: dict | None = None
+
+    # ----------------------------------------------------------------------------------------- building
+    def configure_model(self) -> None:
+        if self.model is None:
+            # Outside a Trainer (`QLoRAModule.load_from_checkpoint`) the model is built on the CPU.
+            self.build_model(self._trainer.strategy.root_device if self._trainer is not None else "cpu")
+
+    def build_model(self, device: torch.device | str, base=None) -> None:
+        """Load the quantized base on `device` (or take an already loaded `base`, as benchmarks sweeping LoRA
+        settings do), prepare it for k-bit training, add the LoRA adapters and choose what each layer keeps for
+        the backward pass."""
+        from peft import get_peft_model, prepare_model_for_kbit_training
+
+        hp = self.hparams
+        device = torch.device(device)
+        cuda_only = [name for name in ("liger_kernels", "offload_activations") if hp.get(name)]
+        if hp.get("memory_budget"):
+            cuda_only.append("memory_budget")
+        if cuda_only and device.type != "cuda":
+            raise NextaiError(f"model.{cuda_only[0]} needs a CUDA GPU; this run is on the {device.type}")
+        model = base if base is not None else load_causal_lm(hp.base_model, self.quantization,
+                                                             hp.attn_implementation, device,
+                                                             packed=hp.get("packing", False))
+        keep_cpu_layout_trainable(model)
+        positions = getattr(model.config, "max_position_embeddings", None)
+        if positions is not None and hp.cutoff_len > positions:
+            raise NextaiError(f"data.cutoff_len {hp.cutoff_len} exceeds the {positions} positions of "
+                              f"'{hp.base_model}'")
+        check_targets_exist(model, lora_target_modules(hp.lora_targets))
+        if hp.get("liger_kernels"):  # on the transformers model, before peft wraps its projections
+            log.info("kernels: %s", apply_liger_kernels(model, device.type))
+        checkpointing = {"use_reentrant": False}
+        if self.quantization.enabled and hp.get("kbit_preparation", True):
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=hp.gradient_checkpointing,
+                                                    gradient_checkpointing_kwargs=checkpointing)
+        else:
+            for parameter in model.parameters():
+                parameter.requires_grad_(False)
+            if hp.gradient_checkpointing:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
+        model = get_peft_model(model, lora_config(hp.lora_r, hp.lora_alpha, hp.lora_dropout, hp.lora_targets))
+        self.model = model
+        if hp.get("lora_dtype", "float32") != "float32":
+            for parameter in model.parameters():
+                if parameter.requires_grad:
+                    parameter.data = parameter.data.to(getattr(torch, hp.lora_dtype))
+        # Offloaded layers use torch's reentrant checkpoint, which only propagates gradients to inputs that
+        # require them: make the embeddings' output require grad.
+        model.enable_input_require_grads()
+        if hp.get("fused_cross_entropy"):
+            log.info("loss: %s", describe_linear_cross_entropy(device.type))
+        # from_pretrained returns eval mode, and transformers only checkpoints activations in train mode.
+        model.train()
+        self.model = model
+        self._choose_layer_policies(device)
+        trainable, total = count_parameters(model)
+        rank_zero_info(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.4f} %), "
+                       f"LoRA r={hp.lora_r} on {', '.join(lora_target_modules(hp.lora_targets))}")
+
+    def _choose_layer_policies(self, device: torch.device) -> None:
+        hp = self.hparams
+        layers = len(decoder_layers(self.model))
+        if hp.get("memory_budget"):
+            tokens = hp.get("micro_batch_tokens") or hp.cutoff_len
+            cost = measure_layer(self.model, tokens, packed=hp.get("packing", False))
+            torch.cuda.reset_peak_memory_stats(device)  # the probe's transient is not the training step's
+            plan = plan_layers(layers, budget_bytes(hp.memory_budget, device), self._static_bytes(device, tokens),
+                               cost)
+            self.memory_plan = plan
+            policies = plan.policies
+            log.info("memory plan for %d tokens a micro batch: %s", tokens, plan.summary())
+        elif hp.gradient_checkpointing:
+            policies = ["offload" if hp.get("offload_activations") else "recompute"] * layers
+        else:
+            policies = ["keep"] * layers
+        apply_layer_policies(self.model, policies, self._offloader)
+        log.info("activations: %s", describe_policies(policies))
+
+    def _static_bytes(self, device: torch.device, tokens: int) -> int:
+        """What a step holds besides the decoder layers' activations: weights now allocated, LoRA gradients and
+        optimizer state, the loss over `tokens`, the embeddings' and final norm's activations and gradients, and
+        128 MiB of allocator and library workspace."""
+        hp = self.hparams
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        config = self.model.get_base_model().config
+        if hp.get("fused_cross_entropy"):  # one chunk of fp32 logits and its gradient
+            loss = min(tokens, 1024) * config.vocab_size * (4 + 4)
+        else:  # bf16 logits, their fp32 upcast and its gradient
+            loss = tokens * config.vocab_size * (2 + 4 + 4)
+        width = 4 if hp.get("kbit_preparation", True) else 2  # the residual stream's dtype
+        boundary = 2 * tokens * config.hidden_size * width  # embeddings output and final hidden states, with grads
+        optimizer = trainable * (4 + OPTIMIZER_BYTES_PER_PARAM[hp.optimizer])
+        return torch.cuda.memory_allocated(device) + optimizer + loss + 2 * boundary + (128 << 20)
+
+    # ------------------------------------------------------------------------------------------- steps
+    def forward(self, batch: dict):
+        """The model's output for a batch; with `fused_cross_entropy` only the loss (no logits)."""
+        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        if not self.hparams.get("fused_cross_entropy"):
+            return self.model(**inputs, labels=batch["labels"], use_cache=False)
+        base = self.model.get_base_model()
+        hidden = base.get_decoder()(**inputs, use_cache=False).last_hidden_state
+        loss = linear_cross_entropy(hidden, base.get_output_embeddings().weight, batch["labels"])
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+
+        return CausalLMOutputWithPast(loss=loss)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self(batch).loss
+        self.log("train_loss", loss, on_step=True, prog_bar=True, batch_size=batch["input_ids"].size(0))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss = self(batch).loss
+        predicted = (batch["labels"][:, 1:] != -100).sum()
+        self.val_loss.update(loss, weight=predicted)  # token-weighted mean over the whole split
+        self.log("val_loss", self.val_loss, on_epoch=True, prog_bar=True, batch_size=batch["input_ids"].size(0))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = build_optimizer(hp.optimizer, params, hp.learning_rate, hp.weight_decay)
+        schedule = build_schedule(hp.lr_scheduler, optimizer, hp.warmup_steps, self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # ------------------------------------------------------------------------------------- checkpoints
+    def trainable_names(self) -> dict[str, torch.Size]:
+        return {name: p.shape for name, p in self.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        trainable = self.trainable_names()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["rng_states"] = rng_states()  # LoRA dropout draws: a resumed run draws the same masks
+
+    def load_trainable_weights(self, checkpoint_path: str | Path) -> None:
+        """Load the LoRA weights of a nextai checkpoint into the built model (outside a Trainer: eval, export)."""
+        try:
+            checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        except FileNotFoundError:
+            raise NextaiError(f"checkpoint not found: {checkpoint_path}") from None
+        self.on_load_checkpoint(checkpoint)
+        self.load_state_dict(checkpoint["state_dict"], strict=False)
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        # Restored here, not when the checkpoint is read: building the dataloader iterator in between draws from
+        # the global generator, which the uninterrupted run did not do at this point.
+        if self._rng_to_restore is not None:
+            restore_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._rng_to_restore = checkpoint.get("rng_states")
+        saved = checkpoint.get("state_dict", {})
+        for name, shape in self.trainable_names().items():
+            if name not in saved:
+                raise NextaiError(f"checkpoint has no weights for {name}: it was saved with other LoRA targets "
+                                  f"than {self.hparams.lora_targets!r}")
+            if saved[name].shape != shape:
+                raise NextaiError(f"checkpoint weight {name} has shape {tuple(saved[name].shape)}, the model "
+                                  f"expects {tuple(shape)} (another lora_r than {self.hparams.lora_r}?)")
+
+    # ----------------------------------------------------------------------------------------- adapter
+    def save_adapter(self, directory: str | Path) -> Path:
+        """Write the adapter in PEFT format (`adapter_config.json` + `adapter_model.safetensors`), atomically."""
+        directory = Path(directory)
+        with atomic_path(directory) as tmp:
+            self.model.save_pretrained(tmp)
+        return directory
+
+    def on_train_end(self) -> None:
+        if self.trainer.is_global_zero:
+            path = self.save_adapter(run_dir(self.trainer) / ADAPTER_DIR)
+            rank_zero_info(f"adapter written to {path}")
