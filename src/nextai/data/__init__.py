@@ -1,0 +1,4 @@
+"""The data side: records, the prompt, tokenization, sampling and the LightningDataModule.
+
+Needs a tokenizer, never the model.
+"""

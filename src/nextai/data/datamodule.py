@@ -1,0 +1,224 @@
+"""`InstructionDataModule`: records -> tokenized, cached, split, length-grouped micro batches."""
+
+import hashlib
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from nextai.atomic import atomic_path
+from nextai.data.collate import PadCollator
+from nextai.data.packing import PackCollator, PackedBatchSampler
+from nextai.data.records import RecordSource, as_record_source
+from nextai.data.sampler import MicroBatchSampler
+from nextai.data.tokenize import (has_labels, load_tokenizer, template_fingerprint, tokenize_batch,
+                                  tokenizer_fingerprint)
+from nextai.errors import NextaiError
+from nextai.paths import default_cache_dir
+
+log = logging.getLogger(__name__)
+# Lightning warns when a mid-epoch resume meets a DataLoader without state_dict; the position inside the epoch is
+# this datamodule's state instead (saved in every checkpoint, applied to the sampler in train_dataloader).
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+
+
+def accumulation_steps(batch_size: int, micro_batch_size: int) -> int:
+    """Gradient accumulation that turns micro batches into the effective batch (linked into the Trainer)."""
+    if micro_batch_size <= 0 or batch_size <= 0:
+        raise NextaiError(f"data.batch_size ({batch_size}) and data.micro_batch_size ({micro_batch_size}) "
+                          "must be positive")
+    if batch_size % micro_batch_size:
+        raise NextaiError(f"data.batch_size {batch_size} is not a multiple of data.micro_batch_size {micro_batch_size}")
+    return batch_size // micro_batch_size
+
+
+def micro_batch_tokens(packing: bool, pack_length: int, micro_batch_size: int, cutoff_len: int) -> int:
+    """The most tokens one micro batch can hold (linked into the model, which sizes its memory plan by it)."""
+    return pack_length if packing else micro_batch_size * cutoff_len
+
+
+class InstructionDataModule(L.LightningDataModule):
+    """Instruction-tuning data in the Alpaca format.
+
+    Args:
+        source: an Alpaca .json/.jsonl file, a directory of them, a hub dataset id, `bundled:NAME` for a sample
+            shipped with nextai, or a `RecordSource` object (class_path/init_args in YAML).
+        tokenizer: the base model's tokenizer (linked from `model.base_model`).
+        cutoff_len: longest example in tokens; longer ones are cut (report: 1024).
+        train_on_inputs: also learn the prompt tokens (report: false, prompt labels are -100).
+        add_eos_token: end every untruncated example with EOS (report: true).
+        val_size: validation examples: a fraction in (0, 1) or a count >= 1 (0 = no validation).
+        seed: the split and the epoch order.
+        batch_size: effective batch in examples (report: 4); the Trainer accumulates batch_size/micro_batch_size.
+        micro_batch_size: examples per forward pass (report: 1).
+        group_by_length: HF-style length grouping (report: true); with packing, the pack holding the longest
+            example goes first.
+        packing: padding-free packing: each micro batch is a pack of whole examples of at most `pack_length`
+            tokens (micro_batch_size then counts packs).
+        pack_length: tokens per pack (at least cutoff_len).
+        num_workers: DataLoader worker processes.
+        cache_dir: where tokenized data is kept and reused (default: $NEXTAI_CACHE_DIR or ~/.cache/nextai).
+    """
+
+    def __init__(
+        self,
+        source: str | RecordSource,
+        tokenizer: str = "tiny",
+        cutoff_len: int = 1024,
+        train_on_inputs: bool = False,
+        add_eos_token: bool = True,
+        val_size: int | float = 0.05,
+        seed: int = 42,
+        batch_size: int = 4,
+        micro_batch_size: int = 1,
+        group_by_length: bool = True,
+        packing: bool = False,
+        pack_length: int = 4096,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if cutoff_len <= 0:
+            raise NextaiError(f"data.cutoff_len must be a positive number of tokens, got {cutoff_len}")
+        if val_size < 0 or (val_size >= 1 and val_size != int(val_size)):
+            raise NextaiError(f"data.val_size must be a fraction in [0, 1) or a whole count, got {val_size}")
+        if num_workers < 0:
+            raise NextaiError(f"data.num_workers must be >= 0, got {num_workers}")
+        accumulation_steps(batch_size, micro_batch_size)
+        if packing and pack_length < cutoff_len:
+            raise NextaiError(f"data.pack_length {pack_length} is shorter than data.cutoff_len {cutoff_len}: "
+                              "a full-length example could not fit in a pack")
+        if packing and micro_batch_size != 1:
+            raise NextaiError(f"data.micro_batch_size must be 1 with packing (a micro batch is one pack of "
+                              f"data.pack_length tokens), got {micro_batch_size}")
+        self.source = as_record_source(source)
+        self.tokenizer_name = tokenizer
+        self.cutoff_len = cutoff_len
+        self.train_on_inputs = train_on_inputs
+        self.add_eos_token = add_eos_token
+        self.val_size = val_size
+        self.seed = seed
+        self.batch_size = batch_size
+        self.micro_batch_size = micro_batch_size
+        self.group_by_length = group_by_length
+        self.packing = packing
+        self.pack_length = pack_length
+        self.num_workers = num_workers
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.tokenizer = None
+        self.train_set = None
+        self.val_set = None
+        self._resume_position: dict | None = None
+
+    # ---------------------------------------------------------------------------------- preparation
+    def _tokenizer(self):
+        if self.tokenizer is None:
+            self.tokenizer = load_tokenizer(self.tokenizer_name)
+        return self.tokenizer
+
+    def cache_key(self) -> str:
+        """Changes whenever the tokenized examples would differ: records, tokenizer, template or settings."""
+        parts = {"records": self.source.fingerprint(), "tokenizer": tokenizer_fingerprint(self._tokenizer()),
+                 "template": template_fingerprint(), "cutoff_len": self.cutoff_len,
+                 "train_on_inputs": self.train_on_inputs, "add_eos_token": self.add_eos_token}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+    def tokenized_path(self) -> Path:
+        return self.cache_dir / "tokenized" / self.cache_key()
+
+    def prepare_data(self) -> None:
+        """Tokenize once; later runs with the same records, tokenizer and settings reuse the cached result."""
+        import datasets
+
+        path = self.tokenized_path()
+        if (path / "dataset_info.json").exists():
+            log.info("tokenized data: reusing %s", path)
+            return
+        records = self.source.load()
+        if not records:
+            raise NextaiError(f"{self.source.describe()}: no records")
+        tokenizer = self._tokenizer()
+        raw = datasets.Dataset.from_list(records)
+        tokenized = raw.map(tokenize_batch, batched=True, remove_columns=["instruction", "input", "output"],
+                            fn_kwargs=dict(tokenizer=tokenizer, cutoff_len=self.cutoff_len,
+                                           train_on_inputs=self.train_on_inputs, add_eos_token=self.add_eos_token),
+                            desc="tokenizing")
+        kept = tokenized.filter(has_labels, desc="dropping examples without response tokens")
+        if len(kept) == 0:
+            raise NextaiError(f"{self.source.describe()}: no example has response tokens left within "
+                              f"cutoff_len {self.cutoff_len}")
+        cut = sum(1 for n in kept["length"] if n >= self.cutoff_len)
+        log.info("tokenized %d records: %d kept, %d dropped (prompt fills cutoff_len or empty response), "
+                 "%d cut at %d tokens", len(records), len(kept), len(tokenized) - len(kept), cut, self.cutoff_len)
+        with atomic_path(path) as tmp:
+            kept.save_to_disk(str(tmp))
+
+    def setup(self, stage: str) -> None:
+        import datasets
+
+        if self.train_set is not None:
+            return
+        dataset = datasets.load_from_disk(str(self.tokenized_path()))
+        val_count = self._val_count(len(dataset))
+        if val_count:
+            split = dataset.train_test_split(test_size=val_count, seed=self.seed, shuffle=True)
+            self.train_set, self.val_set = split["train"], split["test"]
+        else:
+            self.train_set, self.val_set = dataset, None
+        log.info("data: %d training and %d validation examples", len(self.train_set),
+                 len(self.val_set) if self.val_set is not None else 0)
+
+    def _val_count(self, total: int) -> int:
+        count = int(self.val_size) if self.val_size >= 1 else round(self.val_size * total)
+        if self.val_size and count == 0:
+            count = 1
+        if count >= total:
+            raise NextaiError(f"data.val_size {self.val_size} leaves no training examples out of {total}")
+        return count
+
+    # ---------------------------------------------------------------------------------- loaders
+    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        rank, world_size = self._rank()
+        if self.packing:
+            sampler = PackedBatchSampler(dataset["length"], self.pack_length, self.seed,
+                                         group_by_length=self.group_by_length, shuffle=shuffle, rank=rank,
+                                         world_size=world_size)
+            collate = PackCollator(self.pack_length)
+        else:
+            sampler = MicroBatchSampler(dataset["length"], self.micro_batch_size, self.batch_size, self.seed,
+                                        group_by_length=self.group_by_length, shuffle=shuffle, rank=rank,
+                                        world_size=world_size)
+            collate = PadCollator(self._tokenizer().pad_token_id)
+        return DataLoader(dataset.with_format(columns=["input_ids", "labels"]), batch_sampler=sampler,
+                          collate_fn=collate, num_workers=self.num_workers)
+
+    def _rank(self) -> tuple[int, int]:
+        """Each process of a distributed run draws its own share of every epoch's micro batches."""
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def train_dataloader(self) -> DataLoader:
+        loader = self._loader(self.train_set, shuffle=True)
+        if self._resume_position is not None:
+            loader.batch_sampler.resume_at(self._resume_position["epoch"], self._resume_position["batches_done"])
+            self._resume_position = None
+        return loader
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []
+
+    # ---------------------------------------------------------------------------------- resume
+    def state_dict(self) -> dict:
+        """Where training stands inside the current epoch, read from the trainer's own progress counters."""
+        if self.trainer is None:
+            return {}
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"epoch": self.trainer.current_epoch, "batches_done": progress.processed}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict:
+            self._resume_position = dict(state_dict)

@@ -1,0 +1,58 @@
+"""Length grouping (HF's mega-batch scheme) and the resumable epoch order."""
+
+import random
+
+from nextai.data.sampler import MicroBatchSampler, epoch_order
+
+
+def lengths(n=400, seed=0):
+    rng = random.Random(seed)
+    return [rng.randint(5, 1000) for _ in range(n)]
+
+
+def test_order_is_a_permutation_and_deterministic():
+    ls = lengths()
+    order = epoch_order(ls, group_size=8, seed=3, epoch=0, group_by_length=True)
+    assert sorted(order) == list(range(len(ls)))
+    assert order == epoch_order(ls, group_size=8, seed=3, epoch=0, group_by_length=True)
+    assert order != epoch_order(ls, group_size=8, seed=3, epoch=1, group_by_length=True)
+    assert order != epoch_order(ls, group_size=8, seed=4, epoch=0, group_by_length=True)
+
+
+def test_length_grouping_property():
+    ls = lengths()
+    group = 8
+    order = epoch_order(ls, group_size=group, seed=1, epoch=0, group_by_length=True)
+    # The longest example of the whole epoch comes first (an out-of-memory shows at step 1).
+    assert ls[order[0]] == max(ls)
+    # Mega-batches of min(n // (4 * group), 50) groups, each sorted longest first (apart from the swapped head).
+    mega = min(len(ls) // (group * 4), 50) * group
+    for start in range(0, len(order), mega):
+        chunk = [ls[i] for i in order[start:start + mega]]
+        assert chunk[1:] == sorted(chunk[1:], reverse=True)
+    # Grouping packs similar lengths together: far less padding than a random order.
+    def padding(o):
+        return sum(max(ls[i] for i in o[k:k + group]) * len(o[k:k + group]) - sum(ls[i] for i in o[k:k + group])
+                   for k in range(0, len(o), group))
+    random_order = epoch_order(ls, group_size=group, seed=1, epoch=0, group_by_length=False)
+    assert padding(order) < padding(random_order) / 3
+
+
+def test_micro_batches_and_resume_skip_exactly_the_done_batches():
+    ls = lengths(50)
+    sampler = MicroBatchSampler(ls, micro_batch_size=4, group_size=8, seed=0)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    assert len(full) == len(sampler) == 13
+    assert sorted(i for batch in full for i in batch) == list(range(50))
+    sampler.resume_at(epoch=2, batches_done=5)
+    assert list(sampler) == full[5:]
+    assert list(sampler) == full  # the skip applies once
+    sampler.resume_at(epoch=1, batches_done=5)  # a position of another epoch is not applied
+    assert list(sampler) == full
+
+
+def test_evaluation_order_is_longest_first():
+    ls = [3, 9, 1, 7]
+    sampler = MicroBatchSampler(ls, micro_batch_size=2, group_size=2, seed=0, shuffle=False)
+    assert list(sampler) == [[1, 3], [0, 2]]
