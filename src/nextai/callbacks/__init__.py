@@ -1,0 +1,11 @@
+"""Callbacks that read the trainer: peak memory, the wall-clock budget, token throughput, checkpoints, signals and
+the run record."""
+
+from nextai.callbacks.budget import WallClockBudget
+from nextai.callbacks.checkpoint import RunCheckpoint
+from nextai.callbacks.peak_memory import PeakMemoryMonitor
+from nextai.callbacks.preemption import GracefulStop
+from nextai.callbacks.run_status import RunStatus
+from nextai.callbacks.throughput import TokenThroughput
+
+__all__ = ["GracefulStop", "PeakMemoryMonitor", "RunCheckpoint", "RunStatus", "TokenThroughput", "WallClockBudget"]

@@ -1,0 +1,35 @@
+"""`RunCheckpoint`: Lightning's ModelCheckpoint keeping the newest checkpoints, and always the final state as
+`last.ckpt`, so every run ends resumable."""
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from nextai.errors import NextaiError
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Saves every `every_n_train_steps` optimizer steps and keeps the `keep_last_n` newest; `last.ckpt` is written
+    at every save, at the end of fit and when a run stops early (budget, signal), overwritten in place so that
+    `--ckpt_path last` finds it. A new checkpoint is complete on disk (see `AtomicCheckpointIO`) before an old one
+    is deleted, so retention never removes the only good checkpoint.
+
+    Checkpoints hold only what training changes (see `QLoRAModule.on_save_checkpoint`): megabytes at 70B.
+    """
+
+    def __init__(self, every_n_train_steps: int = 200, keep_last_n: int = 2, dirpath: str | None = None,
+                 filename: str | None = None) -> None:
+        if keep_last_n < 1:
+            raise NextaiError(f"RunCheckpoint.keep_last_n must be at least 1, got {keep_last_n}")
+        if every_n_train_steps < 1:
+            raise NextaiError(f"RunCheckpoint.every_n_train_steps must be at least 1, got {every_n_train_steps}")
+        super().__init__(dirpath=dirpath, filename=filename, monitor="step", mode="max", save_top_k=keep_last_n,
+                         every_n_train_steps=every_n_train_steps, save_last=True, enable_version_counter=False)
+
+    def save_last_now(self, trainer: L.Trainer) -> None:
+        """Write `last.ckpt` for the current step unless this step is already saved."""
+        if trainer.global_step == self._last_global_step_saved:
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save_last_now(trainer)

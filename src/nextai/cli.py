@@ -1,0 +1,173 @@
+"""`nextai`: the LightningCLI that wires the model, the data and the callbacks; the only module that imports all.
+
+    nextai fit --config configs/tiny.yaml [--model.lora_r 8] [--budget.limit 90m] [--print_config]
+    nextai validate --config configs/tiny.yaml --ckpt_path runs/tiny/checkpoints/last.ckpt
+
+Subcommands that read the same config as `fit` are methods of `NextaiTrainer`; commands with arguments of their
+own are `main(argv)` functions listed in `STANDALONE_COMMANDS`. Bad input ends with one line
+`nextai: error: ...` and exit status 2 (`--debug` shows the traceback).
+"""
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from nextai.callbacks import GracefulStop, PeakMemoryMonitor, RunStatus, TokenThroughput, WallClockBudget
+from nextai.checkpoint_io import AtomicCheckpointIO
+from nextai.data.datamodule import InstructionDataModule, accumulation_steps, micro_batch_tokens
+from nextai.errors import NextaiError
+from nextai.loggers import RunCSVLogger
+from nextai.modules.qlora import QLoRAModule
+from nextai.rundir import check_run_dir
+from nextai.tiny import resolve_pretrained
+from nextai.trainer import NextaiTrainer
+
+# Subcommands (beyond fit and validate) that read the model/data/trainer config; each is a NextaiTrainer method.
+CONFIG_COMMANDS: dict[str, set[str]] = {
+    "prepare": {"model", "datamodule"},
+    "evaluate": {"model", "datamodule"},
+    "serve": {"model", "datamodule"},
+    "export": {"model", "datamodule"},
+    "plan": {"model", "datamodule"},
+}
+# Commands with their own arguments, as "module:function" taking argv.
+STANDALONE_COMMANDS: dict[str, str] = {
+    "bench": "nextai.bench.command:main",
+    "compare": "nextai.eval.compare:main",
+}
+
+
+class NextaiCLI(LightningCLI):
+    """LightningCLI with nextai's links, always-on callbacks and a CSV logger writing into the run directory."""
+
+    def __init__(self, args: Sequence[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            QLoRAModule,
+            InstructionDataModule,
+            trainer_class=NextaiTrainer,
+            trainer_defaults={
+                "callbacks": [TokenThroughput(), LearningRateMonitor(logging_interval="step"), GracefulStop(),
+                              RunStatus()],
+                # nextai's samplers give each process its own share of every epoch (resumable, packing-aware).
+                "use_distributed_sampler": False,
+            },
+            seed_everything_default=42,
+            save_config_kwargs={"overwrite": True},
+            # Parse errors raise instead of printing usage, so main() reports them in one line like any other.
+            parser_kwargs={"exit_on_error": False, **{name: {"exit_on_error": False} for name in self.subcommands()}},
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {
+            "fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"},
+            "validate": {"model", "dataloaders", "datamodule"},
+            **CONFIG_COMMANDS,
+        }
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--overwrite", type=bool, default=False,
+                            help="fit: replace what an earlier run left in trainer.default_root_dir")
+        parser.add_lightning_class_args(WallClockBudget, "budget")
+        parser.add_lightning_class_args(PeakMemoryMonitor, "peak_memory")
+        # One value, two users: the tokenizer is the base model's, the model checks the data's cutoff length.
+        parser.link_arguments("model.base_model", "data.tokenizer", compute_fn=resolve_pretrained)
+        parser.link_arguments("data.cutoff_len", "model.cutoff_len")
+        parser.link_arguments("data.packing", "model.packing")
+        parser.link_arguments(("data.packing", "data.pack_length", "data.micro_batch_size", "data.cutoff_len"),
+                              "model.micro_batch_tokens", compute_fn=micro_batch_tokens)
+        parser.link_arguments(("data.batch_size", "data.micro_batch_size"), "trainer.accumulate_grad_batches",
+                              compute_fn=accumulation_steps)
+
+    def instantiate_trainer(self, **kwargs):
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        if trainer_config.get("logger") in (None, True):
+            kwargs["logger"] = RunCSVLogger(save_dir=trainer_config.get("default_root_dir") or os.getcwd())
+        plugins = trainer_config.get("plugins") or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        if not any(hasattr(p, "save_checkpoint") for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
+
+    def before_fit(self) -> None:
+        config = self.config[self.subcommand]
+        check_ckpt_path(config.get("ckpt_path"))
+        check_run_dir(self.trainer.default_root_dir, resuming=config.get("ckpt_path") is not None,
+                      overwrite=config.get("overwrite", False))
+
+    def before_validate(self) -> None:
+        check_ckpt_path(self.config[self.subcommand].get("ckpt_path"))
+
+    def after_fit(self) -> None:
+        """One line on how the run ended when it stopped early (budget, signal): it still exits 0."""
+        from nextai.rundir import RUN_FILE
+
+        path = os.path.join(self.trainer.default_root_dir, RUN_FILE)
+        if self.trainer.is_global_zero and os.path.isfile(path):
+            import json
+
+            record = json.load(open(path))
+            if record.get("state") == "stopped":
+                print(f"nextai: stopped at step {record['step']} ({record['reason']}); resume with --ckpt_path last "
+                      f"(checkpoint {record['checkpoint']}, adapter {record['adapter']})", file=sys.stderr)
+
+
+def check_ckpt_path(ckpt_path: str | None) -> None:
+    if ckpt_path not in (None, "last", "best", "hpc") and not os.path.isfile(ckpt_path):
+        raise NextaiError(f"checkpoint not found: {ckpt_path} (use a .ckpt file, or last for the newest one)")
+
+
+def _configure_logging() -> None:
+    from rich.logging import RichHandler
+
+    rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+    logger = logging.getLogger("nextai")
+    logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    if not any(isinstance(h, RichHandler) for h in logger.handlers):
+        logger.addHandler(RichHandler(show_path=False, show_time=False, markup=False))
+    logger.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    # Packs vary in length: expandable segments keep the CUDA caching allocator from fragmenting (read at CUDA
+    # initialization, so set here, before anything touches the GPU; a value the user set wins).
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    _configure_logging()
+    try:
+        if argv and argv[0] in STANDALONE_COMMANDS:
+            module, function = STANDALONE_COMMANDS[argv[0]].split(":")
+            getattr(importlib.import_module(module), function)(argv[1:])
+        else:
+            sys.argv = [sys.argv[0], *argv]  # LightningCLI reads sys.argv; one source avoids its "both given" warning
+            NextaiCLI()
+    except (NextaiError, argparse.ArgumentError, MisconfigurationException) as err:
+        if debug:
+            raise
+        print(f"nextai: error: {one_line(str(err))}", file=sys.stderr)
+        sys.exit(2)
+
+
+def one_line(message: str) -> str:
+    """jsonargparse explains a bad value over several indented lines; users get them joined on one."""
+    line = ""
+    for part in (p.strip(" -") for p in message.strip().splitlines()):
+        if part:
+            line += part if not line else (" " if line.endswith(":") else "; ") + part
+    return line
+
+
+if __name__ == "__main__":
+    main()
