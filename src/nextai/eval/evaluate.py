@@ -1,0 +1,202 @@
+"""`nextai evaluate`: the challenge's four task families on one model, results into the run directory.
+
+Per HELM run: choose the test instances and in-context examples (fixed seed), build and fit each prompt, generate
+with the task's decoding settings, score, aggregate. Results go to `evaluation.json` (metrics, settings, every
+prediction with its scores, one example prompt per run) and `evaluation.md`, both written atomically; tasks
+evaluated earlier with the same model and settings are kept, so tasks can be run one at a time.
+"""
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from nextai.atomic import write_json, write_text
+from nextai.errors import NextaiError
+from nextai.eval.generate import CHALLENGE_TOP_K, Decoding, count_tokens, first_tokens_text, generate
+from nextai.eval.instances import sample_in_context_examples, select_eval_instances, split_instances
+from nextai.eval.prompts import build_prompt
+from nextai.eval.sources import task_location
+from nextai.eval.tasks import TASK_NAMES, Scenario, Task, build_task
+
+log = logging.getLogger(__name__)
+
+RESULTS_JSON = "evaluation.json"
+RESULTS_MARKDOWN = "evaluation.md"
+RESULTS_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """What decides which prompts a run sees; results are comparable only between equal settings."""
+
+    limit: int | None = 50  # test instances per HELM run (the report used 50)
+    seed: int = 0  # instance choice, in-context examples and sampling (0 reproduces HELM's choices)
+    context_window: int = 2048  # HELM's window for the challenge's model (prompt + max_tokens must fit)
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise NextaiError(f"limit must be at least 1 (or null for every instance), got {self.limit}")
+        if self.context_window < 2:
+            raise NextaiError(f"context_window must be at least 2 tokens, got {self.context_window}")
+
+
+def decoding_for(scenario: Scenario, seed: int) -> Decoding:
+    """The request HELM sends for this run, as a challenge server answers it (top-k 200, its default)."""
+    fmt = scenario.format
+    return Decoding(max_new_tokens=fmt.max_tokens, temperature=fmt.temperature, top_k=CHALLENGE_TOP_K,
+                    stop=fmt.stop_sequences, top_logprobs=0, seed=seed)
+
+
+def run_scenario(task: Task, scenario: Scenario, model, tokenizer, settings: EvaluationSettings,
+                 batch_size: int) -> dict:
+    train, evaluated = split_instances(scenario.instances)
+    if not evaluated:
+        raise NextaiError(f"{scenario.name}: the data has no validation or test instances")
+    chosen = select_eval_instances(evaluated, settings.limit, settings.seed)
+    examples = sample_in_context_examples(train, scenario.format.max_train_instances, settings.seed)
+    prompts = [build_prompt(scenario.format, examples, instance, lambda text: count_tokens(tokenizer, text),
+                            lambda text, n: first_tokens_text(tokenizer, text, n), settings.context_window)
+               for instance in chosen]
+    started = time.perf_counter()
+    completions = generate(model, tokenizer, [p.text for p in prompts], decoding_for(scenario, settings.seed),
+                           batch_size)
+    texts = [c.text for c in completions]
+    scores = [task.score(instance, text, scenario.format) for instance, text in zip(chosen, texts)]
+    metrics = task.aggregate(chosen, texts, scores)
+    seconds = time.perf_counter() - started
+    log.info("%s: %d instances, %s (%.1f s)", scenario.name, len(chosen),
+             ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if v is not None), seconds)
+    return {
+        "metrics": metrics,
+        "instances": len(chosen),
+        "in_context_examples": len(examples),
+        "prompts_with_fewer_examples": sum(p.shots < len(examples) for p in prompts),
+        "prompts_truncated": sum(p.truncated for p in prompts),
+        "seconds": round(seconds, 3),
+        "example_prompt": prompts[0].text,
+        "predictions": [{"id": instance.id, "completion": text, **score}
+                        for instance, text, score in zip(chosen, texts, scores)],
+    }
+
+
+@dataclass(frozen=True)
+class LoadedTask:
+    task: Task
+    location: str
+    scenarios: list[Scenario]
+
+
+def load_tasks(tasks: Sequence[str], eval_data: str, task_data: dict[str, str] | None,
+               mmlu_subjects: list[str] | None) -> list[LoadedTask]:
+    """Read every task's data (see `task_location`) before any model is loaded, so bad data fails fast."""
+    built = [build_task(name, mmlu_subjects) for name in tasks]
+    unknown = sorted(set(task_data or {}) - set(TASK_NAMES))
+    if unknown:
+        raise NextaiError(f"task_data: unknown task '{unknown[0]}'; expected one of {', '.join(TASK_NAMES)}")
+    loaded = []
+    for task in built:
+        location = task_location(task.name, task.default_data, eval_data, task_data)
+        loaded.append(LoadedTask(task, location, task.scenarios(location)))
+    return loaded
+
+
+def evaluate(model, tokenizer, tasks: Sequence[LoadedTask], settings: EvaluationSettings,
+             batch_size: int) -> dict[str, dict]:
+    """Results of each task: its metrics (HELM's mean over its runs) and each run's metrics and predictions."""
+    evaluated = {}
+    for loaded in tasks:
+        scenarios = {scenario.name: run_scenario(loaded.task, scenario, model, tokenizer, settings, batch_size)
+                     for scenario in loaded.scenarios}
+        evaluated[loaded.task.name] = {
+            "title": loaded.task.title, "data": loaded.location,
+            "metrics": loaded.task.combine({name: result["metrics"] for name, result in scenarios.items()}),
+            "scenarios": scenarios}
+    return evaluated
+
+
+def read_results(run_directory: Path) -> dict | None:
+    path = Path(run_directory) / RESULTS_JSON
+    if not path.is_file():
+        return None
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise NextaiError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT or "tasks" not in results:
+        raise NextaiError(f"{path}: not a nextai evaluation results file (format {RESULTS_FORMAT})")
+    return results
+
+
+def merge_results(previous: dict | None, model: dict, settings: EvaluationSettings, tasks: dict) -> dict:
+    """New results, keeping earlier tasks' when they came from the same model with the same settings."""
+    kept = {}
+    if previous is not None:
+        if previous.get("model") == model and previous.get("settings") == asdict(settings):
+            kept = {name: result for name, result in previous["tasks"].items() if name not in tasks}
+        else:
+            log.info("earlier results in the run directory came from another model or settings: replaced")
+    ordered = {name: ({**kept, **tasks})[name] for name in TASK_NAMES if name in {**kept, **tasks}}
+    return {"format": RESULTS_FORMAT, "model": model, "settings": asdict(settings), "tasks": ordered}
+
+
+def format_value(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def results_markdown(results: dict, name: str) -> str:
+    from nextai.eval.tasks import table_columns
+
+    model = results["model"]
+    settings = results["settings"]
+    weights = model.get("adapter") or model.get("checkpoint") or "no adapter"
+    summary = (f"Model: `{model['base_model']}` + `{weights}` ({model.get('quantization')}, {model.get('device')}). "
+               f"Up to {settings['limit']} instances per HELM run, seed {settings['seed']}, "
+               f"context window {settings['context_window']} tokens.")
+    lines = [f"# Evaluation: {name}", "", summary, ""]
+    columns = [(task, column) for task, column in table_columns() if task in results["tasks"]]
+    lines += ["| " + " | ".join(column.label for _, column in columns) + " |",
+              "|" + "---|" * len(columns),
+              "| " + " | ".join(format_value(results["tasks"][task]["metrics"].get(column.metric))
+                                for task, column in columns) + " |", ""]
+    for task in results["tasks"].values():
+        metric_names = list(task["metrics"])
+        lines += [f"## {task['title']}", "", f"Data: `{task['data']}`", "",
+                  "| Run | Instances | Examples | " + " | ".join(metric_names) + " |",
+                  "|---|---|---|" + "---|" * len(metric_names)]
+        for scenario, result in task["scenarios"].items():
+            lines.append(f"| {scenario} | {result['instances']} | {result['in_context_examples']} | "
+                         + " | ".join(format_value(result["metrics"].get(m)) for m in metric_names) + " |")
+        if len(task["scenarios"]) > 1:
+            lines.append("| **mean** | | | " + " | ".join(format_value(task["metrics"][m]) for m in metric_names)
+                         + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_results(run_directory: Path, results: dict) -> tuple[Path, Path]:
+    run_directory = Path(run_directory)
+    json_path, markdown_path = run_directory / RESULTS_JSON, run_directory / RESULTS_MARKDOWN
+    write_json(json_path, results)
+    write_text(markdown_path, results_markdown(results, run_directory.name))
+    return json_path, markdown_path
+
+
+def evaluate_run(trainer, module, adapter: str | None, ckpt_path: str | None, tasks: Sequence[str],
+                 settings: EvaluationSettings, eval_data: str, task_data: dict[str, str] | None,
+                 mmlu_subjects: list[str] | None, batch_size: int) -> dict:
+    """`NextaiTrainer.evaluate`: load the run's model on the trainer's device, evaluate, write the results."""
+    from nextai.eval.model import choose_weights, load_model
+
+    run_directory = Path(trainer.default_root_dir)
+    adapter, ckpt_path = choose_weights(adapter, ckpt_path, run_directory)
+    loaded_tasks = load_tasks(tasks, eval_data, task_data, mmlu_subjects)
+    loaded = load_model(module, trainer.strategy.root_device, adapter, ckpt_path)
+    evaluated = evaluate(loaded.model, loaded.tokenizer, loaded_tasks, settings, batch_size)
+    results = merge_results(read_results(run_directory), loaded.description, settings, evaluated)
+    json_path, markdown_path = write_results(run_directory, results)
+    log.info("evaluation written to %s and %s", json_path, markdown_path)
+    print(results_markdown(results, run_directory.name))
+    return results

@@ -1,0 +1,1 @@
+"""The challenge's submission HTTP API over nextai's generation (`nextai serve`)."""

@@ -1,0 +1,86 @@
+"""`nextai export`: the LoRA weights merged into a bf16 base with peft's merge, loadable without peft."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from nextai.cli import main
+
+pytestmark = pytest.mark.slow
+TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
+IDS = torch.tensor([[1, 407, 331, 365, 349, 331, 406, 755]])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("export-run")
+    main(["fit", "--config", TINY, "--trainer.default_root_dir", str(run), "--trainer.max_steps", "6"])
+    return run
+
+
+def export(run: Path, *extra: str) -> None:
+    main(["export", "--config", TINY, "--trainer.default_root_dir", str(run), *extra])
+
+
+def logits(model) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(input_ids=IDS).logits.float()
+
+
+def test_merged_model_loads_without_peft_and_computes_base_plus_adapter(run):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from nextai.tiny import resolve_pretrained
+
+    export(run)
+    merged_dir = run / "merged"
+    config = json.loads((merged_dir / "config.json").read_text())
+    assert "quantization_config" not in config and config["dtype"] == "bfloat16"
+    assert (merged_dir / "model.safetensors").is_file() and (merged_dir / "tokenizer.json").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.bfloat16)
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+
+    base = AutoModelForCausalLM.from_pretrained(resolve_pretrained("tiny"), dtype=torch.bfloat16)
+    unmerged = PeftModel.from_pretrained(base, str(run / "adapter"))
+    expected = logits(unmerged)
+    with unmerged.disable_adapter():
+        without_adapter = logits(unmerged)
+    error = (logits(merged) - expected).abs().max().item()
+    effect = (without_adapter - expected).abs().max().item()
+    print(f"max |merged - base+adapter| = {error:.4f}, adapter effect {effect:.4f}")
+    assert error < 0.05 and effect > 5 * error  # equal up to bf16 rounding; the adapter itself matters more
+
+
+def test_checkpoint_and_adapter_give_the_same_merge(run):
+    from safetensors.torch import load_file
+
+    export(run, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), "--output_dir", str(run / "from-ckpt"))
+    from_adapter, from_checkpoint = (load_file(run / d / "model.safetensors") for d in ("merged", "from-ckpt"))
+    assert from_adapter.keys() == from_checkpoint.keys()
+    assert all(torch.equal(from_adapter[k], from_checkpoint[k]) for k in from_adapter)
+
+
+def test_dequantized_merge_matches_the_trained_4bit_model(run):
+    from transformers import AutoModelForCausalLM
+
+    from nextai.modules.loading import load_for_inference
+    from nextai.modules.quantization import Quantization
+
+    export(run, "--base_weights", "dequantized", "--output_dir", str(run / "dequantized"))
+    trained = logits(load_for_inference("tiny", run / "adapter", Quantization(), "sdpa", "cpu"))
+    dequantized = logits(AutoModelForCausalLM.from_pretrained(run / "dequantized", dtype=torch.bfloat16))
+    original = logits(AutoModelForCausalLM.from_pretrained(run / "merged", dtype=torch.bfloat16))
+    # Merged into the NF4 weights it was trained on, the adapter computes what it computed in training; merged into
+    # the original bf16 weights, it carries the quantization error of the base as well.
+    assert (dequantized - trained).abs().max() < 0.05
+    assert (original - trained).abs().max() > 2 * (dequantized - trained).abs().max()
+
+
+def test_export_needs_weights_to_merge(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        export(tmp_path, "--adapter", "base")
+    assert exit_info.value.code == 2
+    assert "nothing to merge" in capsys.readouterr().err
