@@ -1,0 +1,81 @@
+"""Named training recipes for `nextai bench`: data batching plus model switches, with `name:key=value` overrides.
+
+All start from the report's LoRA and optimizer settings (r=4, alpha 16, dropout 0.05 on o_proj + down_proj,
+paged 8-bit AdamW); the report's own recipe (micro batch 1, batch 4, cutoff 1024) is `report`.
+"""
+
+from dataclasses import dataclass, field, replace
+
+import yaml
+
+from nextai.errors import NextaiError
+
+DATA_KEYS = ("packing", "pack_length", "micro_batch_size", "batch_size", "cutoff_len")
+MODEL_KEYS = ("attn_implementation", "gradient_checkpointing", "lora_r", "lora_alpha", "lora_dropout", "lora_targets",
+              "optimizer", "kbit_preparation", "fused_cross_entropy", "liger_kernels", "offload_activations",
+              "memory_budget", "lora_dtype")
+# Settings that need the base model loaded again (the rest can change on a loaded base).
+LOAD_KEYS = ("attn_implementation", "kbit_preparation", "liger_kernels", "lora_dtype", "packing")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    data: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+
+    def value(self, key: str):
+        return {**DEFAULT_DATA, **self.data, **DEFAULT_MODEL, **self.model}[key]
+
+    def load_key(self) -> tuple:
+        return tuple(self.value(k) for k in LOAD_KEYS)
+
+    def model_kwargs(self) -> dict:
+        return {**DEFAULT_MODEL, **self.model}
+
+    def data_kwargs(self) -> dict:
+        return {**DEFAULT_DATA, **self.data}
+
+
+DEFAULT_DATA = dict(packing=False, pack_length=4096, micro_batch_size=1, batch_size=4, cutoff_len=1024)
+DEFAULT_MODEL = dict(attn_implementation="auto", gradient_checkpointing=True, lora_r=4, lora_alpha=16,
+                     lora_dropout=0.05, lora_targets="attention_ffn_output", optimizer="paged_adamw_8bit",
+                     kbit_preparation=True, fused_cross_entropy=False, liger_kernels=False,
+                     offload_activations=False, memory_budget=None, lora_dtype="float32")
+PACKED = dict(packing=True, micro_batch_size=1, batch_size=1)
+LEAN = dict(kbit_preparation=False, fused_cross_entropy=True)
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    Recipe("report", "the report's recipe: micro batch 1, batch 4, cutoff 1024, every layer recomputed"),
+    Recipe("packed", "packs of 4096 tokens, otherwise the report's model settings", PACKED),
+    Recipe("lean", "packed; frozen weights kept bf16, loss without full logits", PACKED, LEAN),
+    Recipe("kernels", "lean + Liger RMSNorm/SwiGLU/RoPE", PACKED, {**LEAN, "liger_kernels": True}),
+    Recipe("capped", "kernels, two packs of 2048 tokens a step (4096 tokens), activations planned under 36.5 GiB "
+           "(an A100-40GB with room for the CUDA context)", {**PACKED, "pack_length": 2048, "batch_size": 2},
+           {**LEAN, "liger_kernels": True, "memory_budget": "36.5GiB"}),
+    Recipe("fast", "kernels, activations planned for the whole card", PACKED,
+           {**LEAN, "liger_kernels": True, "memory_budget": "card"}),
+]}
+
+
+def parse_recipe(spec: str) -> Recipe:
+    """`NAME` or `NAME:key=value,key=value` (values read as YAML scalars), e.g. `report:lora_r=64`."""
+    name, _, overrides = spec.partition(":")
+    if name not in RECIPES:
+        raise NextaiError(f"unknown recipe '{name}'; known: {', '.join(RECIPES)}")
+    recipe = RECIPES[name]
+    data, model = dict(recipe.data), dict(recipe.model)
+    for item in filter(None, overrides.split(",")):
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise NextaiError(f"recipe '{spec}': '{item}' is not key=value")
+        value = yaml.safe_load(raw)
+        if key in DATA_KEYS:
+            data[key] = value
+        elif key in MODEL_KEYS:
+            model[key] = value
+        else:
+            raise NextaiError(f"recipe '{spec}': unknown key '{key}'; keys: {', '.join(DATA_KEYS + MODEL_KEYS)}")
+    label = spec if overrides else name
+    return replace(recipe, name=label, data=data, model=model)
