@@ -28,7 +28,7 @@ def parse_duration(text: str, what: str = "duration") -> float:
             if len(set(units)) == len(units):
                 seconds = sum(float(m.group(1)) * _DURATION_UNITS[m.group(2)] for m in matches)
     if seconds is None or not math.isfinite(seconds) or seconds <= 0:
-        raise NextaiError(f"{what}: cannot read '{text}' as a positive duration; "
+        raise NextaiError(f"{what}: cannot read {text!r} as a positive duration; "
                           "use e.g. 24h, 90m, 1d2h, 45s or 12:00:00")
     return float(seconds)
 
@@ -44,11 +44,11 @@ def parse_memory(text: str, what: str = "memory size") -> int:
     """Bytes in `text`: `38GiB`, `40GB`, `512MiB` (binary and decimal units; a bare number is bytes)."""
     match = _MEMORY.fullmatch(str(text).strip().lower().replace(" ", ""))
     if match is None or match.group(2) not in _MEMORY_UNITS | {"": 1}:
-        raise NextaiError(f"{what}: cannot read '{text}' as a memory size; use e.g. 38GiB, 40GB or 512MiB")
-    size = float(match.group(1)) * _MEMORY_UNITS.get(match.group(2), 1)
+        raise NextaiError(f"{what}: cannot read {text!r} as a memory size; use e.g. 38GiB, 40GB or 512MiB")
+    size = int(float(match.group(1)) * _MEMORY_UNITS.get(match.group(2), 1))
     if size <= 0:
-        raise NextaiError(f"{what}: '{text}' must be larger than zero")
-    return int(size)
+        raise NextaiError(f"{what}: {text!r} must be at least one byte")
+    return size
 
 
 def gib(num_bytes: float) -> float:

@@ -40,7 +40,7 @@ def test_malformed_line_names_file_and_line(tmp_path):
 
 def test_missing_field_names_record_and_field(tmp_path):
     path = write(tmp_path / "x.jsonl", '{"instruction": "a", "output": "b"}\n{"instruction": "a", "response": "b"}\n')
-    with pytest.raises(NextaiError, match=r"x.jsonl:2: record has no 'output' field \(it has: instruction, response\)"):
+    with pytest.raises(NextaiError, match=r"x.jsonl:2: record has no 'output' field \(it has: 'instruction', 'response'\)"):
         AlpacaSource(path).load()
 
 

@@ -182,7 +182,7 @@ def test_wrong_schema_names_the_missing_field_and_the_record(tmp_path):
         {"instruction": "a", "context": "", "answer": "b", "category": "open_qa"},
     ])
     with pytest.raises(NextaiError, match=r"dolly.jsonl:2: dolly record has no 'response' field "
-                                          r"\(it has: instruction, context, answer, category\)"):
+                                          r"\(it has: 'instruction', 'context', 'answer', 'category'\)"):
         SOURCES["dolly"](path).load()
 
 
@@ -199,7 +199,7 @@ def test_wrong_type_and_nested_field_are_named(tmp_path):
     path = write_jsonl(tmp_path / "prm.jsonl", [{"question": {"text": "q"}, "label": {"steps": [],
                                                                                        "finish_reason": "solution"}}])
     with pytest.raises(NextaiError, match=r"prm.jsonl:1 \[question\]: prm800k record has no 'problem' field "
-                                          r"\(it has: text\)"):
+                                          r"\(it has: 'text'\)"):
         SOURCES["prm800k"](path).load()
 
 

@@ -29,7 +29,7 @@ def alpaca_record(raw: object, where: str, source: str = "") -> AlpacaRecord:
         raise NextaiError(f"{where}: expected a JSON object with instruction/input/output, got {type(raw).__name__}")
     for field in ("instruction", "output"):
         if field not in raw:
-            raise NextaiError(f"{where}: record has no '{field}' field (it has: {', '.join(map(str, raw)) or 'none'})")
+            raise NextaiError(f"{where}: record has no '{field}' field (it has: {', '.join(map(repr, raw)) or 'none'})")
     fields = {}
     for field in ("instruction", "input", "output"):
         value = raw.get(field, "")
@@ -55,7 +55,8 @@ def read_json_objects(path: Path) -> list[tuple[str, object]]:
         raise NextaiError(f"{path}: the file is empty")
     if path.suffix == ".jsonl":
         objects = []
-        for number, line in enumerate(text.splitlines(), start=1):
+        # split on newlines only: str.splitlines would also cut at U+2028 and friends, which JSON strings may hold
+        for number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:

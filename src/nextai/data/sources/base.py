@@ -37,7 +37,7 @@ class Row:
     def _missing(self, name: str) -> NextaiError:
         if name in self.data:
             return NextaiError(f"{self.where}: {self.source} field '{name}' is empty (null)")
-        fields = ", ".join(map(str, self.data)) or "none"
+        fields = ", ".join(map(repr, self.data)) or "none"  # repr: a key may hold a newline
         return NextaiError(f"{self.where}: {self.source} record has no '{name}' field (it has: {fields})")
 
     def _wrong(self, name: str, expected: str) -> NextaiError:
@@ -68,7 +68,7 @@ class Row:
         for name in names:
             if self.has(name):
                 return self.text(name)
-        fields = ", ".join(map(str, self.data)) or "none"
+        fields = ", ".join(map(repr, self.data)) or "none"  # repr: a key may hold a newline
         spelled = " or ".join(f"'{n}'" for n in names)
         raise NextaiError(f"{self.where}: {self.source} record has no {spelled} field (it has: {fields})")
 
