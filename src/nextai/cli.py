@@ -12,7 +12,9 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
+import time
 from collections.abc import Sequence
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -21,6 +23,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from nextai.callbacks import GracefulStop, PeakMemoryMonitor, RunStatus, TokenThroughput, WallClockBudget
 from nextai.checkpoint_io import AtomicCheckpointIO
+from nextai.clock import clear_job_start, mark_job_start, process_started_at
 from nextai.data.datamodule import InstructionDataModule, accumulation_steps, micro_batch_tokens
 from nextai.errors import NextaiError
 from nextai.loggers import RunCSVLogger
@@ -102,11 +105,13 @@ class NextaiCLI(LightningCLI):
     def before_fit(self) -> None:
         config = self.config[self.subcommand]
         check_ckpt_path(config.get("ckpt_path"))
+        self.model.check_device(self.trainer.strategy.root_device)
         check_run_dir(self.trainer.default_root_dir, resuming=config.get("ckpt_path") is not None,
                       overwrite=config.get("overwrite", False))
 
     def before_validate(self) -> None:
         check_ckpt_path(self.config[self.subcommand].get("ckpt_path"))
+        self.model.check_device(self.trainer.strategy.root_device)
 
     def after_fit(self) -> None:
         """One line on how the run ended when it stopped early (budget, signal): it still exits 0."""
@@ -139,6 +144,8 @@ def _configure_logging() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # The budget counts the whole job: from the process start on the command line, from this call otherwise.
+    mark_job_start((process_started_at() if argv is None else None) or time.monotonic())
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
@@ -156,8 +163,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (NextaiError, argparse.ArgumentError, MisconfigurationException) as err:
         if debug:
             raise
-        print(f"nextai: error: {one_line(str(err))}", file=sys.stderr)
+        print(f"nextai: error: {one_line(without_link_wrapper(str(err)))}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        clear_job_start()
+
+
+def without_link_wrapper(message: str) -> str:
+    """jsonargparse wraps an error raised while computing a linked value in the link's description: keep ours."""
+    return re.sub(r"^Call to compute_fn of link .*? failed: ", "", message, flags=re.DOTALL)
 
 
 def one_line(message: str) -> str:

@@ -34,7 +34,9 @@ def parse_duration(text: str, what: str = "duration") -> float:
 
 
 def format_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
+    if seconds < 10:
+        return f"{max(seconds, 0.0):.1f}s"  # short budgets and margins: whole seconds would read 0m00s
+    seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"

@@ -3,10 +3,12 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from nextai.cli import main
 
 TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
+ON_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA-only options are valid on a GPU machine")
 
 
 def run_failing(args, capsys):
@@ -63,3 +65,27 @@ def test_plan_on_the_committed_70b_table(capsys):
           "--budget.limit", "24h"])
     out = capsys.readouterr().out
     assert "fastest that fits: bench fast (v5-like), 2.7 h" in out
+
+
+@pytest.mark.parametrize("override, message", [
+    (["--data.cutoff_len", "0"], "cutoff_len must be a positive number of tokens, got 0"),
+    (["--data.micro_batch_size", "-1"], "data.batch_size (8) and data.micro_batch_size (-1) must be positive"),
+    (["--data.val_size", "-3"], "data.val_size must be a fraction in [0, 1) or a whole count, got -3"),
+    (["--model.lora_r", "0"], "model.lora_r must be a positive integer, got 0"),
+    (["--model.learning_rate", "-1"], "model.learning_rate must be positive, got -1.0"),
+    (["--model.memory_budget", "12XB"], "model.memory_budget: cannot read '12XB' as a memory size"),
+    pytest.param(["--model.memory_budget", "30GiB"], "model.memory_budget needs a CUDA GPU",
+                 marks=ON_GPU),
+    pytest.param(["--model.liger_kernels", "true"], "model.liger_kernels needs a CUDA GPU",
+                 marks=ON_GPU),
+    pytest.param(["--model.offload_activations", "true"], "model.offload_activations needs a CUDA GPU",
+                 marks=ON_GPU),
+    pytest.param(["--model.attn_implementation", "flash_attention_2"], "flash_attention_2 needs a CUDA GPU",
+                 marks=ON_GPU),
+    (["--data.packing", "true", "--data.pack_length", "8"], "data.pack_length 8 is shorter than data.cutoff_len"),
+])
+def test_impossible_values_and_cuda_only_options_write_nothing(tmp_path, capsys, override, message):
+    run = tmp_path / "run"
+    line = run_failing(["fit", "--config", TINY, "--trainer.default_root_dir", str(run), *override], capsys)
+    assert message in line
+    assert not run.exists()

@@ -21,6 +21,7 @@ def test_bad_durations_name_the_value(text):
 def test_format_duration():
     assert format_duration(5400) == "1h30m00s"
     assert format_duration(59.6) == "1m00s"
+    assert format_duration(0.5) == "0.5s" and format_duration(-1) == "0.0s"
 
 
 @pytest.mark.parametrize("text, size", [("38GiB", 38 * 2**30), ("40GB", 40 * 10**9), ("512 MiB", 512 * 2**20),

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from nextai.callbacks.stop import agreed, stop_run
+from nextai.clock import job_started_at
 from nextai.rundir import CHECKPOINT_DIR, run_dir
 from nextai.units import format_duration, parse_duration
 
@@ -47,12 +48,14 @@ class WallClockBudget(Callback):
     """Stops `fit` before `budget` runs out, at an optimizer-step boundary, with a resumable checkpoint
     (`checkpoints/last.ckpt`) and the PEFT adapter written, and says why it stopped.
 
-    The clock starts when the trainer is built (data preparation and model loading count) and carries over
-    across resumes of the same run (the elapsed time is saved in the checkpoint).
+    The clock starts with the job — the `nextai` process, or the call of `nextai.cli.main` (see `nextai.clock`) —
+    else when the callback is built, so imports, config parsing, data preparation and model loading all count;
+    it carries over across resumes of the same run (the elapsed time is saved in the checkpoint).
 
     Args:
         limit: wall-clock budget for the whole job: `24h`, `90m`, `1d2h`, `12:00:00`.
-        margin: always kept free at the end, on top of the forecast (default `30s`).
+        margin: always kept free at the end, on top of the forecast (default `30s`): it also covers what follows
+            the run, such as the interpreter's exit (about 2 s on a CPU machine, unloading torch and friends).
         sigmas: how pessimistic the next-step forecast is (mean + sigmas x standard deviation).
         estimate_after: optimizer steps measured before the run's total duration is estimated and reported.
     """
@@ -63,7 +66,7 @@ class WallClockBudget(Callback):
         self.margin_s = parse_duration(margin, "budget.margin")
         self.sigmas = sigmas
         self.estimate_after = estimate_after
-        self._clock_start = time.monotonic()
+        self._clock_start = job_started_at() or time.monotonic()
         self.elapsed_before_s = 0.0  # earlier runs of this job (restored from the checkpoint)
         self.step_times: list[float] = []
         self.save_s: float | None = None
@@ -92,6 +95,8 @@ class WallClockBudget(Callback):
                                 f"({format_duration(self.elapsed_s())} elapsed)", save=False)
         self._sync(trainer)
         self._boundary_at = time.monotonic()
+        # The step counter moves when an optimizer step completes: the next boundary is when it passes this value.
+        self._last_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self._last_step:
@@ -170,7 +175,8 @@ class WallClockBudget(Callback):
         left = max(total_steps - trainer.global_step, 0)
         evaluations = (left * trainer.accumulate_grad_batches / trainer.val_check_batch
                        if trainer.enable_validation and trainer.val_check_batch not in (None, float("inf")) else 1)
-        finish = self.elapsed_s() + left * per_step + evaluations * (self._validation_due(trainer) or 0) + (self.save_s or 0)
+        finish = (self.elapsed_s() + left * per_step + evaluations * (self._validation_due(trainer) or 0)
+                  + (self.save_s or 0))
         if finish > self.limit_s:
             reachable = trainer.global_step + int(max(self.remaining_s() - self.margin_s, 0) / per_step)
             rank_zero_warn(f"budget: at {per_step:.2f}s per step the run needs about {format_duration(finish)}, "

@@ -37,6 +37,7 @@ class GracefulStop(Callback):
         os.kill(os.getpid(), signum)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_step = trainer.global_step  # a boundary is where the step counter passes this value
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
         for signum in SIGNALS:

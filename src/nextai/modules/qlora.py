@@ -17,7 +17,7 @@ from torchmetrics import MeanMetric
 from nextai.atomic import atomic_path
 from nextai.errors import NextaiError
 from nextai.modules.activations import PinnedOffloader, apply_layer_policies, decoder_layers, describe_policies
-from nextai.modules.attention import PACKED_KWARGS, AttentionChoice
+from nextai.modules.attention import PACKED_KWARGS, AttentionChoice, choose_attention
 from nextai.modules.kernels import apply_liger_kernels
 from nextai.modules.loading import load_causal_lm
 from nextai.modules.lora import check_targets_exist, lora_config, lora_target_modules
@@ -151,6 +151,15 @@ class QLoRAModule(L.LightningModule):
             # Outside a Trainer (`QLoRAModule.load_from_checkpoint`) the model is built on the CPU.
             self.build_model(self._trainer.strategy.root_device if self._trainer is not None else "cpu")
 
+    def check_device(self, device: torch.device | str) -> None:
+        """Options that need a CUDA GPU fail here, before anything is loaded or written, on other devices."""
+        hp = self.hparams
+        device = torch.device(device)
+        cuda_only = [name for name in ("liger_kernels", "offload_activations", "memory_budget") if hp.get(name)]
+        if cuda_only and device.type != "cuda":
+            raise NextaiError(f"model.{cuda_only[0]} needs a CUDA GPU; this run is on the {device.type}")
+        choose_attention(hp.attn_implementation, device.type, packed=hp.get("packing", False))
+
     def build_model(self, device: torch.device | str, base=None) -> None:
         """Load the quantized base on `device` (or take an already loaded `base`, as benchmarks sweeping LoRA
         settings do), prepare it for k-bit training, add the LoRA adapters and choose what each layer keeps for
@@ -159,11 +168,7 @@ class QLoRAModule(L.LightningModule):
 
         hp = self.hparams
         device = torch.device(device)
-        cuda_only = [name for name in ("liger_kernels", "offload_activations") if hp.get(name)]
-        if hp.get("memory_budget"):
-            cuda_only.append("memory_budget")
-        if cuda_only and device.type != "cuda":
-            raise NextaiError(f"model.{cuda_only[0]} needs a CUDA GPU; this run is on the {device.type}")
+        self.check_device(device)
         model = base if base is not None else load_causal_lm(hp.base_model, self.quantization,
                                                              hp.attn_implementation, device,
                                                              packed=hp.get("packing", False))
