@@ -189,3 +189,39 @@ def test_nextai_serve_command_on_loopback(tmp_path, nextai_cache):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def _small_generation(body: dict) -> dict:
+    tokens = body.get("max_new_tokens")
+    if isinstance(tokens, int) and not isinstance(tokens, bool):
+        return {**body, "max_new_tokens": tokens % 3}
+    return body
+
+
+def _fuzz_bodies():
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False) | st.text(max_size=12)
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.text(max_size=6), inner, max_size=3), max_leaves=6)
+    fields = st.sampled_from(["prompt", "max_new_tokens", "temperature", "top_p", "num_samples", "echo_prompt",
+                              "top_k_per_token", "stop_sequences", "seed", "text", "truncation", "max_length",
+                              "tokens", "num_return_sequences"])
+    # Small generations only, so the fuzzing costs seconds: a valid request asks for at most 2 new tokens.
+    bodies = st.dictionaries(fields, values, max_size=5).map(_small_generation)
+    return st.tuples(st.sampled_from(["/process", "/tokenize", "/decode"]), bodies | values)
+
+
+def test_no_request_crashes_the_server(server):
+    """Arbitrary JSON bodies: every answer is a 200 or a 4xx with a message, never a 5xx, and serving goes on."""
+    from hypothesis import HealthCheck, given, settings
+
+    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(_fuzz_bodies())
+    def fuzz(case):
+        path, body = case
+        status, answer = post(f"{server.url}{path}", body)
+        assert status == 200 or (400 <= status < 500 and answer.get("detail")), (status, answer)
+
+    fuzz()
+    assert post(f"{server.url}/process", {"prompt": PROMPT, "max_new_tokens": 2})[0] == 200
