@@ -29,8 +29,12 @@ from nextai.errors import NextaiError
 from nextai.loggers import RunCSVLogger
 from nextai.modules.qlora import QLoRAModule
 from nextai.rundir import check_run_dir
+from nextai.strategies import (decoder_layer_names, fsdp_quant_storage, is_fsdp, per_process_accumulation, processes,
+                               qlora_fsdp_strategy)
 from nextai.tiny import resolve_pretrained
 from nextai.trainer import NextaiTrainer
+
+log = logging.getLogger("nextai.cli")
 
 # Subcommands (beyond fit and validate) that read the model/data/trainer config; each is a NextaiTrainer method.
 CONFIG_COMMANDS: dict[str, set[str]] = {
@@ -92,15 +96,41 @@ class NextaiCLI(LightningCLI):
         parser.link_arguments(("data.batch_size", "data.micro_batch_size"), "trainer.accumulate_grad_batches",
                               compute_fn=accumulation_steps)
 
+    def before_instantiate_classes(self) -> None:
+        """Under FSDP the 4-bit weights are stored in the dtype FSDP shards in (set here, so config.yaml and the
+        checkpoint's hyperparameters show what ran)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if not is_fsdp(strategy_name(config.trainer.get("strategy"))) or config.get("model") is None:
+            return
+        quantization = config.model.get("quantization")
+        if quantization is None:
+            return
+        storage = fsdp_quant_storage(quantization, config.trainer.get("precision"))
+        if storage is not None:
+            log.info("fsdp: model.quantization.bnb_4bit_quant_storage %s -> %s (the dtype FSDP shards in)",
+                     quantization.bnb_4bit_quant_storage, storage)
+            quantization.bnb_4bit_quant_storage = storage
+
     def instantiate_trainer(self, **kwargs):
         trainer_config = self._get(self.config_init, "trainer", default={})
+        if trainer_config.get("strategy") == "fsdp" and self.model is not None:
+            # Lightning's FSDPStrategy, configured for a 4-bit base with LoRA (see nextai.strategies).
+            hp = self.model.hparams
+            layers = decoder_layer_names(hp.base_model)
+            kwargs["strategy"] = qlora_fsdp_strategy(layers, activation_checkpointing=hp.gradient_checkpointing)
+            log.info("fsdp: %s wrapped and%s recomputed per layer, LoRA weights in units of their own, "
+                     "use_orig_params, full state dicts on rank 0", ", ".join(sorted(layers)),
+                     "" if hp.gradient_checkpointing else " not")
         if trainer_config.get("logger") in (None, True):
             kwargs["logger"] = RunCSVLogger(save_dir=trainer_config.get("default_root_dir") or os.getcwd())
         plugins = trainer_config.get("plugins") or []
         plugins = plugins if isinstance(plugins, list) else [plugins]
         if not any(hasattr(p, "save_checkpoint") for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        if self.datamodule is not None:
+            set_effective_batch(trainer, self.datamodule.batch_size, self.datamodule.micro_batch_size)
+        return trainer
 
     def before_fit(self) -> None:
         config = self.config[self.subcommand]
@@ -125,6 +155,23 @@ class NextaiCLI(LightningCLI):
             if record.get("state") == "stopped":
                 print(f"nextai: stopped at step {record['step']} ({record['reason']}); resume with --ckpt_path last "
                       f"(checkpoint {record['checkpoint']}, adapter {record['adapter']})", file=sys.stderr)
+
+
+def strategy_name(strategy) -> object:
+    """A strategy as given in the config: a name (`ddp`, `fsdp`), or a class_path for a strategy object."""
+    class_path = getattr(strategy, "class_path", None) if not isinstance(strategy, str) else None
+    if class_path is not None:
+        return "fsdp" if class_path.endswith("FSDPStrategy") else class_path
+    return strategy
+
+
+def set_effective_batch(trainer, batch_size: int, micro_batch_size: int) -> None:
+    """One optimizer step sees `data.batch_size` examples whatever the number of processes: each accumulates
+    batch_size / (micro_batch_size x processes) micro batches. Logged once."""
+    world = processes(trainer)
+    trainer.accumulate_grad_batches = per_process_accumulation(batch_size, micro_batch_size, world)
+    log.info("effective batch: data.batch_size %d = micro batch %d x %d accumulated x %d process%s",
+             batch_size, micro_batch_size, trainer.accumulate_grad_batches, world, "" if world == 1 else "es")
 
 
 def check_ckpt_path(ckpt_path: str | None) -> None:

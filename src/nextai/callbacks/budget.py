@@ -157,7 +157,7 @@ class WallClockBudget(Callback):
         probe_dir = run_dir(trainer) / CHECKPOINT_DIR / ".budget-probe"
         start = time.monotonic()
         trainer.save_checkpoint(probe_dir / "probe.ckpt")
-        if trainer.is_global_zero and hasattr(pl_module, "save_adapter"):
+        if hasattr(pl_module, "save_adapter"):  # every process: under FSDP it gathers; rank 0 writes
             pl_module.save_adapter(probe_dir / "adapter")
         elapsed = time.monotonic() - start
         if trainer.is_global_zero:

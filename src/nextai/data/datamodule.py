@@ -52,7 +52,8 @@ class InstructionDataModule(L.LightningDataModule):
         add_eos_token: end every untruncated example with EOS (report: true).
         val_size: validation examples: a fraction in (0, 1) or a count >= 1 (0 = no validation).
         seed: the split and the epoch order.
-        batch_size: effective batch in examples (report: 4); the Trainer accumulates batch_size/micro_batch_size.
+        batch_size: effective batch in examples (report: 4), whatever the number of processes: each accumulates
+            batch_size / (micro_batch_size x processes) micro batches.
         micro_batch_size: examples per forward pass (report: 1).
         group_by_length: HF-style length grouping (report: true); with packing, the pack holding the longest
             example goes first.
@@ -188,7 +189,10 @@ class InstructionDataModule(L.LightningDataModule):
                                          world_size=world_size)
             collate = PackCollator(self.pack_length)
         else:
-            sampler = MicroBatchSampler(dataset["length"], self.micro_batch_size, self.batch_size, self.seed,
+            # Length groups span one optimizer step of all processes (the sampler multiplies by world_size), so
+            # every process count cuts the same epoch into the same steps.
+            sampler = MicroBatchSampler(dataset["length"], self.micro_batch_size,
+                                        max(self.batch_size // world_size, self.micro_batch_size), self.seed,
                                         group_by_length=self.group_by_length, shuffle=shuffle, rank=rank,
                                         world_size=world_size)
             collate = PadCollator(self._tokenizer().pad_token_id)

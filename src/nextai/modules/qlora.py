@@ -26,6 +26,7 @@ from nextai.modules.memory_plan import budget_bytes, measure_layer, plan_layers
 from nextai.modules.optim import SCHEDULES, OptimizerName, build_optimizer, build_schedule
 from nextai.modules.quantization import Quantization, keep_cpu_layout_trainable
 from nextai.rundir import ADAPTER_DIR, run_dir
+from nextai.strategies import check_fsdp_model, is_fsdp
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,10 @@ class QLoRAModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.model is None:
             # Outside a Trainer (`QLoRAModule.load_from_checkpoint`) the model is built on the CPU.
-            self.build_model(self._trainer.strategy.root_device if self._trainer is not None else "cpu")
+            if self._trainer is None:
+                self.build_model("cpu")
+            else:
+                self.build_model(self._trainer.strategy.root_device, sharded=is_fsdp(self._trainer.strategy))
 
     def check_device(self, device: torch.device | str) -> None:
         """Options that need a CUDA GPU fail here, before anything is loaded or written, on other devices."""
@@ -160,15 +164,20 @@ class QLoRAModule(L.LightningModule):
             raise NextaiError(f"model.{cuda_only[0]} needs a CUDA GPU; this run is on the {device.type}")
         choose_attention(hp.attn_implementation, device.type, packed=hp.get("packing", False))
 
-    def build_model(self, device: torch.device | str, base=None) -> None:
+    def build_model(self, device: torch.device | str, base=None, sharded: bool = False) -> None:
         """Load the quantized base on `device` (or take an already loaded `base`, as benchmarks sweeping LoRA
         settings do), prepare it for k-bit training, add the LoRA adapters and choose what each layer keeps for
-        the backward pass."""
+        the backward pass.
+
+        `sharded` (FSDP): the frozen weights stay in bf16 (no fp32 upcast: every FSDP unit flattens one dtype, and
+        FSDP computes in bf16 anyway) and the strategy, not the model, recomputes the decoder layers."""
         from peft import get_peft_model, prepare_model_for_kbit_training
 
         hp = self.hparams
         device = torch.device(device)
         self.check_device(device)
+        if sharded:
+            check_fsdp_model(hp)
         model = base if base is not None else load_causal_lm(hp.base_model, self.quantization,
                                                              hp.attn_implementation, device,
                                                              packed=hp.get("packing", False))
@@ -181,13 +190,13 @@ class QLoRAModule(L.LightningModule):
         if hp.get("liger_kernels"):  # on the transformers model, before peft wraps its projections
             log.info("kernels: %s", apply_liger_kernels(model, device.type))
         checkpointing = {"use_reentrant": False}
-        if self.quantization.enabled and hp.get("kbit_preparation", True):
+        if self.quantization.enabled and hp.get("kbit_preparation", True) and not sharded:
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=hp.gradient_checkpointing,
                                                     gradient_checkpointing_kwargs=checkpointing)
         else:
             for parameter in model.parameters():
                 parameter.requires_grad_(False)
-            if hp.gradient_checkpointing:
+            if hp.gradient_checkpointing and not sharded:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
         model = get_peft_model(model, lora_config(hp.lora_r, hp.lora_alpha, hp.lora_dropout, hp.lora_targets))
         self.model = model
@@ -203,7 +212,11 @@ class QLoRAModule(L.LightningModule):
         # from_pretrained returns eval mode, and transformers only checkpoints activations in train mode.
         model.train()
         self.model = model
-        self._choose_layer_policies(device)
+        if sharded:
+            log.info("activations: %s by the FSDP strategy", "decoder layers recomputed" if hp.gradient_checkpointing
+                     else "all kept")
+        else:
+            self._choose_layer_policies(device)
         trainable, total = count_parameters(model)
         rank_zero_info(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.4f} %), "
                        f"LoRA r={hp.lora_r} on {', '.join(lora_target_modules(hp.lora_targets))}")
@@ -312,13 +325,23 @@ class QLoRAModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------------------- adapter
     def save_adapter(self, directory: str | Path) -> Path:
-        """Write the adapter in PEFT format (`adapter_config.json` + `adapter_model.safetensors`), atomically."""
+        """Write the adapter in PEFT format (`adapter_config.json` + `adapter_model.safetensors`), atomically.
+
+        In a Trainer every process calls it: under FSDP the LoRA weights are first gathered from all of them
+        (a collective), and only rank 0 writes."""
         directory = Path(directory)
+        trainer = self._trainer
+        state = None
+        if trainer is not None and is_fsdp(trainer.strategy):
+            trainable = self.trainable_names()
+            gathered = trainer.strategy.lightning_module_state_dict()  # full, on rank 0 only
+            state = {k.removeprefix("model."): v for k, v in gathered.items() if k in trainable}
+        if trainer is not None and not trainer.is_global_zero:
+            return directory
         with atomic_path(directory) as tmp:
-            self.model.save_pretrained(tmp)
+            self.model.save_pretrained(tmp, **({"state_dict": state} if state is not None else {}))
         return directory
 
     def on_train_end(self) -> None:
-        if self.trainer.is_global_zero:
-            path = self.save_adapter(run_dir(self.trainer) / ADAPTER_DIR)
-            rank_zero_info(f"adapter written to {path}")
+        path = self.save_adapter(run_dir(self.trainer) / ADAPTER_DIR)
+        rank_zero_info(f"adapter written to {path}")
