@@ -1,7 +1,9 @@
 """`PeakMemoryMonitor`: peak GPU memory for the run and for each logging window, logged and kept in
-`peak_memory.json`. On a CPU it records the process's peak resident set size instead, labelled as such."""
+`peak_memory.json`. On a CPU it records the process's peak resident set size instead, labelled as such. With several
+processes each one's peak is gathered to rank 0, which writes them all."""
 
 import resource
+import socket
 import time
 
 import lightning as L
@@ -29,6 +31,8 @@ class PeakMemoryMonitor(Callback):
     CUDA: torch's caching allocator peaks, `peak_allocated_gib` (tensors) and `peak_reserved_gib` (what the process
     holds from the driver; what `nvidia-smi` shows minus the CUDA context), reset after each window.
     CPU: `cpu_peak_rss_gib`, the process's peak resident memory (cannot be reset, so windows show current RSS).
+    Several processes: `ranks` lists every process's run peak and step, `run_peak` is the highest of any rank (the
+    one that runs out first), `windows` are rank 0's.
     """
 
     def __init__(self, filename: str = PEAK_MEMORY_FILE) -> None:
@@ -74,12 +78,32 @@ class PeakMemoryMonitor(Callback):
         self.windows.append({"step": step, **{k: round(v, 4) for k, v in values.items()}})
         log_metrics(trainer, {f"memory/{k}": v for k, v in values.items()})
 
-    def _write(self, trainer: L.Trainer, stage: str) -> None:
+    def _rank_peak(self, trainer: L.Trainer) -> dict:
+        return {"rank": trainer.global_rank, "device": str(self._device or torch.device("cpu")),
+                "host": socket.gethostname(), "step": trainer.global_step,
+                "run_peak": {k: round(v, 4) for k, v in self.run_peak.items()}}
+
+    def _gather(self, trainer: L.Trainer, collective: bool) -> list[dict]:
+        """Every rank's peak, on every rank. `collective` is false where other processes may not be here (an
+        exception on one of them): then only this rank's own is known."""
+        mine = self._rank_peak(trainer)
+        if not collective or trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return [mine]
+        ranks: list = [None] * trainer.world_size
+        torch.distributed.all_gather_object(ranks, mine)
+        return ranks
+
+    def _write(self, trainer: L.Trainer, stage: str, collective: bool = True) -> None:
         if not self._measuring:
             return
         self._window()
+        ranks = self._gather(trainer, collective)
         if not trainer.is_global_zero:
             return
+        run_peak: dict[str, float] = {}
+        for rank in ranks:
+            for key, value in rank["run_peak"].items():
+                run_peak[key] = max(run_peak.get(key, 0.0), value)
         device = self._device or torch.device("cpu")
         report = {
             "stage": stage,
@@ -87,7 +111,8 @@ class PeakMemoryMonitor(Callback):
             "device_name": torch.cuda.get_device_name(device) if self.on_cuda else "cpu",
             "measure": ("torch.cuda max_memory_allocated / max_memory_reserved" if self.on_cuda
                         else "CPU run: peak resident set size of the process (not GPU memory)"),
-            "run_peak": {k: round(v, 4) for k, v in self.run_peak.items()},
+            "run_peak": run_peak,
+            "ranks": ranks,
             "windows": self.windows,
             "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
@@ -101,7 +126,7 @@ class PeakMemoryMonitor(Callback):
             self._write(trainer, "validate")
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._write(trainer, f"interrupted by {type(exception).__name__}")
+        self._write(trainer, f"interrupted by {type(exception).__name__}", collective=False)
 
     def state_dict(self) -> dict:
         return {"run_peak": self.run_peak, "windows": self.windows}
