@@ -1,0 +1,116 @@
+"""Data parallelism end to end on the CPU: two gloo processes under Lightning's DDP strategy, in real subprocesses.
+
+What must be equal for a 2-process run to match a 1-process run: the examples of every optimizer step (the
+samplers cut one epoch plan into steps and give each process every other micro batch of a step), the effective
+batch (each process accumulates half as many micro batches), and no randomness that depends on the process
+(LoRA dropout off: each process draws its own masks). What remains different is floating-point order only: the
+gradient is summed over 4 micro batches in one process, over 2 and then averaged across 2 by the all-reduce.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+STEPS = 6
+# batch 8 = micro batch 2 x 4 accumulated (1 process) = micro batch 2 x 2 accumulated x 2 processes
+FAST = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--data.source", "bundled:alpaca_tiny.jsonl",
+        "--data.cutoff_len", "128", "--data.val_size", "8", "--data.batch_size", "8", "--data.micro_batch_size", "2",
+        "--model.lora_dropout", "0.0", "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
+        "--trainer.callbacks", "[]"]
+DDP = ["--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2"]
+# Same examples, same effective batch: only the summation order of the fp32 gradients differs (about 1e-7
+# relative), which the 8-bit optimizer's quantized state could round into a neighbouring step now and then. Allowed:
+# 1e-4 relative on the validation loss and 1e-3 relative (per tensor, in norm) on the LoRA weights after 6 steps.
+# Measured here: both 0 for the loss (identical bits) and ~5e-11 for the weights. A wrong effective batch (16
+# examples a step instead of 8) moved the validation loss by 6e-3 relative after the same 6 steps.
+LOSS_RTOL = 1e-4
+WEIGHT_RTOL = 1e-3
+
+
+def fit(run: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NEXTAI_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "nextai", "fit", *FAST, "--trainer.default_root_dir", str(run),
+                           *extra], env=env, capture_output=True, text=True, timeout=600)
+
+
+def logged(result: subprocess.CompletedProcess) -> str:
+    """What the run logged (rich wraps lines on stdout), on one line."""
+    return " ".join((result.stdout + result.stderr).split())
+
+
+def rows(run: Path, column: str) -> dict[int, float]:
+    with open(run / "metrics.csv") as f:
+        return {int(r["step"]): float(r[column]) for r in csv.DictReader(f) if r.get(column)}
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, nextai_cache):
+    run = tmp_path_factory.mktemp("one")
+    result = fit(run, nextai_cache, "--trainer.max_steps", str(STEPS), "--trainer.val_check_interval",
+                 str(STEPS * 4))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run, result
+
+
+def test_two_processes_match_one_process(tmp_path, nextai_cache, one_process):
+    reference, reference_result = one_process
+    run = tmp_path / "ddp"
+    result = fit(run, nextai_cache, *DDP, "--trainer.max_steps", str(STEPS), "--trainer.val_check_interval",
+                 str(STEPS * 2))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "data.batch_size 8 = micro batch 2 x 4 accumulated x 1 process" in logged(reference_result)
+    assert "data.batch_size 8 = micro batch 2 x 2 accumulated x 2 processes" in logged(result)
+    # One adapter, written once, for the same number of optimizer steps.
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith("adapter")) == ["adapter"]
+    record = json.loads((run / "run.json").read_text())
+    assert record["state"] == "finished" and record["step"] == STEPS
+    # The same loss: validation over the same 8 examples (token-weighted, reduced over both processes).
+    one, two = rows(reference, "val_loss")[STEPS - 1], rows(run, "val_loss")[STEPS - 1]
+    difference = abs(two - one) / one
+    # And the same weights.
+    a = load_file(reference / "adapter" / "adapter_model.safetensors")
+    b = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    weights = max(((a[k].float() - b[k].float()).norm() / a[k].float().norm()).item() for k in a)
+    print(f"val_loss after {STEPS} steps: 1 process {one!r}, 2 processes {two!r}, relative difference "
+          f"{difference:.2e} (tolerance {LOSS_RTOL:.0e}); LoRA weights: largest relative difference {weights:.2e} "
+          f"(tolerance {WEIGHT_RTOL:.0e})")
+    assert difference <= LOSS_RTOL
+    assert weights <= WEIGHT_RTOL
+    # Peak memory of each process, gathered on rank 0; both stopped at the same step.
+    memory = json.loads((run / "peak_memory.json").read_text())
+    assert [r["rank"] for r in memory["ranks"]] == [0, 1]
+    assert [r["step"] for r in memory["ranks"]] == [STEPS, STEPS]
+    assert memory["run_peak"]["cpu_peak_rss_gib"] == max(r["run_peak"]["cpu_peak_rss_gib"] for r in memory["ranks"])
+
+
+def test_budget_stops_both_processes_at_the_same_step(tmp_path, nextai_cache):
+    run = tmp_path / "budget"
+    # Far more steps than fit in 30 s: the budget must stop both processes together, after one optimizer step.
+    result = fit(run, nextai_cache, *DDP, "--trainer.max_epochs", "50", "--trainer.limit_val_batches", "0",
+                 "--budget.limit", "30s", "--budget.margin", "2s")
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((run / "run.json").read_text())
+    assert record["state"] == "stopped" and record["reason"].startswith("budget:")
+    step = record["step"]
+    memory = json.loads((run / "peak_memory.json").read_text())
+    steps = [r["step"] for r in memory["ranks"]]
+    print(f"budget stop: run.json step {step}; steps per rank {steps}")
+    assert steps == [step, step] and 0 < step < 50 * 37
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == step
+    # At an optimizer-step boundary: each process trained exactly `accumulation` micro batches per step.
+    processed = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["processed"]
+    assert processed == step * 2
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith("adapter")) == ["adapter"]
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    assert f"stopped at step {step}" in logged(result)
