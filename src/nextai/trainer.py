@@ -102,7 +102,8 @@ class NextaiTrainer(L.Trainer):
                       run_directory, base_weights, device)
 
     def plan(self, model: L.LightningModule, datamodule: L.LightningDataModule, bench: str | None = None,
-             run: str | None = None, lengths: str | None = None) -> str:
+             run: str | None = None, lengths: str | None = None, devices: int = 1,
+             ddp_efficiency: float = 0.9) -> str:
         """How long the configured data takes with measured step times, whether it fits `budget.limit` and
         `model.memory_budget`, and which measured recipe would.
 
@@ -110,9 +111,12 @@ class NextaiTrainer(L.Trainer):
             bench: a `nextai bench` JSON table (e.g. benchmarks/results/bench-70b-v5.json): every recipe in it.
             run: a run directory whose metrics.csv (and peak_memory.json) hold measured speed (and memory).
             lengths: a named distribution instead of the configured data (`v5-like`, `fixed:LxN`, `prepared:PATH`).
+            devices: GPUs to project for (DDP), from the 1-GPU measurements; not measured.
+            ddp_efficiency: share of the ideal N-fold speed-up assumed to remain (default 0.9, an assumption).
         """
         from nextai.bench.plan import plan_command
 
         budget = next((c for c in self.callbacks if type(c).__name__ == "WallClockBudget"), None)
         return plan_command(datamodule, bench, run, lengths, self.max_epochs if self.max_epochs > 0 else 1,
-                            budget.limit_s if budget else 24 * 3600, model.hparams.get("memory_budget"))
+                            budget.limit_s if budget else 24 * 3600, model.hparams.get("memory_budget"), devices,
+                            ddp_efficiency)

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from nextai.bench.plan import Projection, advice, load_bench_rows, project_bench_row, project_run
+from nextai.bench.plan import (DDP_EFFICIENCY, Projection, advice, device_assumptions, load_bench_rows,
+                               project_bench_row, project_run, scale_to_devices)
 from nextai.errors import NextaiError
 
 ROW = {"recipe": "report", "lengths": "v5-like", "status": "ok", "fit_intercept_s": 0.5, "fit_s_per_token": 0.001,
@@ -52,3 +53,28 @@ def test_bad_tables_are_named(tmp_path):
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(NextaiError, match="not a nextai bench JSON table"):
         load_bench_rows(tmp_path / "x.json")
+
+
+def test_devices_divide_the_hours_by_the_assumed_efficiency():
+    one = project_bench_row(ROW, [100] * 8 + [1000] * 4, epochs=1)
+    four = scale_to_devices(one, 4, efficiency=0.8)
+    assert four.hours == pytest.approx(one.hours / 3.2)
+    assert four.tokens_per_s == pytest.approx(one.tokens_per_s * 3.2)
+    assert four.peak_reserved_gib == one.peak_reserved_gib  # DDP: every GPU holds the whole model
+    assert four.source.endswith("x 4 GPUs (projected)") and four.devices == 4
+    assert scale_to_devices(one, 1) == one
+    assert scale_to_devices(one, 2).hours == pytest.approx(one.hours / (2 * DDP_EFFICIENCY))
+
+
+def test_device_assumptions_are_stated():
+    line = device_assumptions(4, 0.9)
+    assert "projected, not measured" in line and "4 x 0.9 DDP efficiency" in line and "an assumption" in line
+    assert "peak memory per GPU as on one GPU" in line
+
+
+@pytest.mark.parametrize("devices, efficiency, message", [(0, 0.9, "devices must be at least 1, got 0"),
+                                                          (2, 1.5, r"ddp_efficiency must be in \(0, 1\], got 1.5"),
+                                                          (2, 0.0, r"ddp_efficiency must be in \(0, 1\], got 0.0")])
+def test_bad_device_settings_are_named(devices, efficiency, message):
+    with pytest.raises(NextaiError, match=message):
+        scale_to_devices(Projection("x", "padded", 1.0, 100, None), devices, efficiency)

@@ -4,12 +4,14 @@ budget and the memory cap, and which recipe / pack length would.
 Step times come from a `nextai bench` table (per recipe: seconds per micro batch as a function of its tokens, the
 optimizer step, peak memory) or from a run's own `metrics.csv` (its measured real tokens per second). The data's
 token lengths come from the data module (tokenized once, as `fit` would) or from a named distribution.
+
+For N GPUs (`--devices N`) the 1-GPU measurements are projected, not measured: see `scale_to_devices`.
 """
 
 import csv
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nextai.bench.child import compute_tokens
@@ -28,6 +30,7 @@ class Projection:
     tokens_per_s: float
     peak_reserved_gib: float | None
     memory_plan: str | None = None
+    devices: int = 1
 
     def fits(self, budget_hours: float, memory_cap_gib: float | None) -> bool:
         memory_ok = memory_cap_gib is None or self.peak_reserved_gib is None or self.peak_reserved_gib <= memory_cap_gib
@@ -75,6 +78,35 @@ def project_run(run_dir: Path, lengths: list[int], epochs: int) -> Projection:
     return Projection(f"run {run_dir}", "as configured in that run", epochs * sum(lengths) / rate / 3600, rate, peak)
 
 
+DDP_EFFICIENCY = 0.9  # assumed default, not measured: see scale_to_devices
+
+
+def scale_to_devices(projection: Projection, devices: int, efficiency: float = DDP_EFFICIENCY) -> Projection:
+    """A 1-GPU projection carried to `devices` GPUs under DDP: each GPU trains 1/devices of every step's micro
+    batches at the measured 1-GPU speed, and `efficiency` (0 < e <= 1) is the share of that ideal speed-up left
+    after the all-reduce of the LoRA gradients, stragglers (the slowest rank sets the pace) and data loading:
+    hours / (devices x efficiency). Memory per GPU is the 1-GPU peak (DDP replicates the model and optimizer)."""
+    if devices < 1:
+        raise NextaiError(f"devices must be at least 1, got {devices}")
+    if not 0 < efficiency <= 1:
+        raise NextaiError(f"ddp_efficiency must be in (0, 1], got {efficiency}")
+    if devices == 1:
+        return projection
+    speedup = devices * efficiency
+    return replace(projection, source=f"{projection.source} x {devices} GPUs (projected)",
+                   hours=projection.hours / speedup, tokens_per_s=projection.tokens_per_s * speedup, devices=devices)
+
+
+def device_assumptions(devices: int, efficiency: float) -> str:
+    """What a projection to several GPUs assumes, stated with the numbers."""
+    if devices == 1:
+        return "1 GPU: as measured"
+    return (f"{devices} GPUs: projected, not measured: 1-GPU step times / ({devices} x {efficiency:g} DDP "
+            f"efficiency, an assumption: set --ddp_efficiency from a measured multi-GPU run); the same effective "
+            f"batch (accumulation divided by {devices}); peak memory per GPU as on one GPU (DDP replicates the "
+            f"model; FSDP's smaller per-GPU memory and its communication are not modelled)")
+
+
 def load_bench_rows(path: Path) -> list[dict]:
     try:
         rows = json.loads(path.read_text())["rows"]
@@ -107,7 +139,8 @@ def advice(projections: list[Projection], budget_hours: float, memory_cap_gib: f
     return lines
 
 
-def render(projections: list[Projection], data_line: str, budget_hours: float, memory_cap_gib: float | None) -> str:
+def render(projections: list[Projection], data_line: str, budget_hours: float, memory_cap_gib: float | None,
+           notes: tuple[str, ...] = ()) -> str:
     from rich.console import Console
     from rich.table import Table
 
@@ -126,6 +159,8 @@ def render(projections: list[Projection], data_line: str, budget_hours: float, m
     for p in projections:
         if p.memory_plan:
             console.print(f"memory plan of {p.source}: {p.memory_plan}")
+    for note in notes:
+        console.print(note)
     return console.export_text()
 
 
@@ -150,7 +185,8 @@ def configured_lengths(datamodule) -> list[int]:
 
 
 def plan_command(datamodule, bench: str | None, run: str | None, lengths_spec: str | None, epochs: int,
-                 budget_seconds: float, memory_budget: str | None) -> str:
+                 budget_seconds: float, memory_budget: str | None, devices: int = 1,
+                 ddp_efficiency: float = DDP_EFFICIENCY) -> str:
     from nextai.bench.lengths import lengths_from_spec
 
     if not bench and not run:
@@ -162,6 +198,7 @@ def plan_command(datamodule, bench: str | None, run: str | None, lengths_spec: s
         projections += [project_bench_row(row, lengths, epochs) for row in load_bench_rows(Path(bench))]
     if run:
         projections.append(project_run(Path(run), lengths, epochs))
+    projections = [scale_to_devices(p, devices, ddp_efficiency) for p in projections]
     data_line = f"{lengths_spec or 'configured data'}: {describe_lengths(lengths)}, {epochs} epoch(s)"
-    text = render(projections, data_line, budget_seconds / 3600, memory_cap_gib(memory_budget))
-    return text
+    notes = (device_assumptions(devices, ddp_efficiency),) if devices > 1 else ()
+    return render(projections, data_line, budget_seconds / 3600, memory_cap_gib(memory_budget), notes)
