@@ -127,7 +127,12 @@ class NextaiCLI(LightningCLI):
         plugins = plugins if isinstance(plugins, list) else [plugins]
         if not any(hasattr(p, "save_checkpoint") for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
-        trainer = super().instantiate_trainer(**kwargs)
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except ValueError as err:
+            if not is_fsdp(kwargs.get("strategy", "")):
+                raise
+            raise NextaiError(f"trainer.strategy fsdp: {err}") from None  # e.g. FSDP on a CPU: one line, not a trace
         if self.datamodule is not None:
             set_effective_batch(trainer, self.datamodule.batch_size, self.datamodule.micro_batch_size)
         return trainer

@@ -175,9 +175,9 @@ class QLoRAModule(L.LightningModule):
 
         hp = self.hparams
         device = torch.device(device)
-        self.check_device(device)
         if sharded:
             check_fsdp_model(hp)
+        self.check_device(device)
         model = base if base is not None else load_causal_lm(hp.base_model, self.quantization,
                                                              hp.attn_implementation, device,
                                                              packed=hp.get("packing", False))
