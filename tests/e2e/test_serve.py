@@ -131,6 +131,9 @@ def test_invalid_requests_get_a_4xx_with_a_message(server, path, body, status, m
 def test_malformed_json_and_unknown_paths(server):
     assert post(f"{server.url}/process", None, raw=b'{"prompt": "x",')[0] == 422
     assert post(f"{server.url}/process", None, raw=b"[1, 2]")[0] == 422
+    # Python's JSON parser reads Infinity: rejected as a value, and never echoed back (that was a 500)
+    assert post(f"{server.url}/process", None, raw=b'{"prompt": Infinity}')[0] == 422
+    assert post(f"{server.url}/process", None, raw=b'{"prompt": "x", "temperature": Infinity}')[0] == 422
     assert post(f"{server.url}/generate", {"prompt": "x"})[0] == 404
     assert post(f"{server.url}/process", {"prompt": PROMPT, "max_new_tokens": 2})[0] == 200  # still serving
 

@@ -6,12 +6,14 @@ Unknown fields are ignored and wrong types answered with 422, as the sample's py
 make a request impossible (a negative `max_new_tokens`, several samples) are 422 too, with a message.
 """
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from nextai.eval.generate import CHALLENGE_TOP_K
 
 
 class ProcessRequest(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)  # JSON's Infinity/NaN are not temperatures or probabilities
+
     prompt: str
     num_samples: int = Field(1, ge=1, le=1, description="completions per request (one: the response holds one)")
     max_new_tokens: int = Field(50, ge=0)

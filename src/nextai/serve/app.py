@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from fastapi import FastAPI, HTTPException
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from nextai.errors import NextaiError
@@ -139,6 +141,13 @@ def decoding_for(request: ProcessRequest) -> Decoding:
                     top_logprobs=request.top_k_per_token, echo_prompt=bool(request.echo_prompt), seed=request.seed)
 
 
+async def invalid_request(request, error: RequestValidationError) -> JSONResponse:
+    """422 with FastAPI's usual detail, minus the echoed input: a body may hold values JSON cannot encode back
+    (Python's parser reads `Infinity`), which would turn the answer into a 500."""
+    detail = [{key: value for key, value in item.items() if key not in ("input", "ctx")} for item in error.errors()]
+    return JSONResponse({"detail": jsonable_encoder(detail)}, status_code=422)
+
+
 def create_app(model, tokenizer, limits: ServeLimits = ServeLimits()) -> FastAPI:
     """The FastAPI app answering the challenge's endpoints with `model` (in eval mode) and its `tokenizer`."""
     worker = ModelWorker(limits.queue_size)
@@ -151,6 +160,7 @@ def create_app(model, tokenizer, limits: ServeLimits = ServeLimits()) -> FastAPI
     app = FastAPI(title="nextai", description="The NeurIPS 2023 LLM Efficiency Challenge submission API",
                   lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=limits.max_request_bytes)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.state.worker = worker
     vocabulary = len(tokenizer)
 
