@@ -6,3 +6,11 @@ class NextaiError(Exception):
 
     Messages name the culprit (file and line, key, value) and say what was expected.
     """
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-blank line of `err`'s message, for a one-line NextaiError; its type name when it has none."""
+    for line in str(err).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(err).__name__

@@ -4,7 +4,7 @@ import hashlib
 import json
 
 from nextai.data.prompt import PROMPT_NO_INPUT, PROMPT_WITH_INPUT, alpaca_prompt
-from nextai.errors import NextaiError
+from nextai.errors import NextaiError, first_line
 
 IGNORE_INDEX = -100  # label value the loss skips (torch's CrossEntropyLoss default)
 TOKENIZE_VERSION = "1"  # bump when the tokenization below changes
@@ -17,8 +17,7 @@ def load_tokenizer(name_or_path: str):
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     except (OSError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise NextaiError(f"cannot load tokenizer '{name_or_path}': {first_line}") from None
+        raise NextaiError(f"cannot load tokenizer '{name_or_path}': {first_line(err)}") from None
     if not tokenizer.is_fast:
         raise NextaiError(f"tokenizer '{name_or_path}' is not a fast tokenizer; nextai needs offsets to mask prompts")
     if tokenizer.pad_token is None:

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 
 from nextai.atomic import atomic_path
-from nextai.errors import NextaiError
+from nextai.errors import NextaiError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def load_bf16_base(module, base_weights: BaseWeights, device: torch.device | str
         return AutoModelForCausalLM.from_pretrained(resolve_pretrained(hp.base_model), dtype=torch.bfloat16,
                                                     device_map={"": torch.device(device)})
     except (OSError, ValueError) as err:
-        raise NextaiError(f"cannot load model '{hp.base_model}': {str(err).strip().splitlines()[0]}") from None
+        raise NextaiError(f"cannot load model '{hp.base_model}': {first_line(err)}") from None
 
 
 def attach_checkpoint(module, base, ckpt_path: str):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from nextai.errors import NextaiError
+from nextai.errors import NextaiError, first_line
 from nextai.modules.attention import AttentionChoice, choose_attention
 from nextai.modules.quantization import Quantization
 from nextai.tiny import resolve_pretrained
@@ -27,8 +27,7 @@ def load_causal_lm(name_or_path: str, quantization: Quantization, attn_implement
             path, quantization_config=quantization.to_bnb_config(), dtype=dtype,
             attn_implementation=implementation, device_map={"": device})
     except (OSError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise NextaiError(f"cannot load model '{name_or_path}': {first_line}") from None
+        raise NextaiError(f"cannot load model '{name_or_path}': {first_line(err)}") from None
     ran = getattr(model.config, "_attn_implementation", implementation)
     log.info("attention: %s (%s)", ran, reason)
     model.config.use_cache = False
