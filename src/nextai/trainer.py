@@ -116,7 +116,17 @@ class NextaiTrainer(L.Trainer):
         """
         from nextai.bench.plan import plan_command
 
-        budget = next((c for c in self.callbacks if type(c).__name__ == "WallClockBudget"), None)
         return plan_command(datamodule, bench, run, lengths, self.max_epochs if self.max_epochs > 0 else 1,
-                            budget.limit_s if budget else 24 * 3600, model.hparams.get("memory_budget"), devices,
-                            ddp_efficiency)
+                            self.budget_limit_s(), model.hparams.get("memory_budget"), devices, ddp_efficiency)
+
+    def budget_limit_s(self) -> float:
+        """The configured `budget.limit` in seconds; without a budget callback, `WallClockBudget`'s default."""
+        import inspect
+
+        from nextai.callbacks.budget import WallClockBudget
+        from nextai.units import parse_duration
+
+        budget = next((c for c in self.callbacks if isinstance(c, WallClockBudget)), None)
+        if budget is not None:
+            return budget.limit_s
+        return parse_duration(inspect.signature(WallClockBudget).parameters["limit"].default, "budget.limit")

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from nextai.errors import NextaiError
-from nextai.modules.attention import choose_attention
+from nextai.modules.attention import ATTENTION_CHOICES, choose_attention
 from nextai.modules.lora import LORA_PRESETS, lora_config, lora_target_modules
-from nextai.modules.optim import build_optimizer, build_schedule
+from nextai.modules.optim import OPTIMIZERS, STATE_BYTES_PER_PARAM, build_optimizer, build_schedule
 from nextai.modules.quantization import Quantization
 
 
@@ -40,6 +40,10 @@ def test_attention_choice_on_cpu():
     assert choose_attention("eager", "cpu") == ("eager", "requested")
     with pytest.raises(NextaiError, match="flash_attention_2 needs a CUDA GPU"):
         choose_attention("flash_attention_2", "cpu")
+    with pytest.raises(NextaiError, match="unknown value 'flash'; expected one of auto, flash_attention_2, sdpa, "
+                                          "eager$"):
+        choose_attention("flash", "cpu")
+    assert ATTENTION_CHOICES == ("auto", "flash_attention_2", "sdpa", "eager")
 
 
 def test_optimizers_and_cosine_schedule_with_warmup():
@@ -61,3 +65,25 @@ def test_optimizers_and_cosine_schedule_with_warmup():
     assert rates[-1] < 1e-6
     with pytest.raises(NextaiError, match="unknown schedule 'cosinus'"):
         build_schedule("cosinus", optimizer, 10, 100)
+
+
+def test_every_optimizer_is_buildable_and_has_a_state_size():
+    assert OPTIMIZERS == ("paged_adamw_8bit", "adamw_8bit", "adamw")
+    assert set(STATE_BYTES_PER_PARAM) == set(OPTIMIZERS)  # the memory plan sizes every optimizer it can build
+    params = [torch.nn.Parameter(torch.zeros(64, 64))]
+    with pytest.raises(NextaiError, match="unknown optimizer 'sgd'; expected one of paged_adamw_8bit, adamw_8bit, "
+                                          "adamw$"):
+        build_optimizer("sgd", params, 3e-4, 0.0)
+    from nextai.modules.qlora import QLoRAModule
+
+    with pytest.raises(NextaiError, match="unknown optimizer 'sgd'"):  # at construction, before any loading
+        QLoRAModule(optimizer="sgd")
+
+
+def test_plan_without_a_budget_callback_assumes_the_budgets_default():
+    from nextai.callbacks.budget import WallClockBudget
+    from nextai.trainer import NextaiTrainer
+
+    assert NextaiTrainer(logger=False, enable_checkpointing=False).budget_limit_s() == 24 * 3600
+    trainer = NextaiTrainer(logger=False, enable_checkpointing=False, callbacks=[WallClockBudget(limit="90m")])
+    assert trainer.budget_limit_s() == 90 * 60

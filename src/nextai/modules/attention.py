@@ -10,7 +10,7 @@ Packed batches (several examples in one row, see `nextai.data.packing`), never a
 import importlib.util
 import inspect
 import logging
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
@@ -19,6 +19,7 @@ from nextai.errors import NextaiError
 log = logging.getLogger(__name__)
 
 AttentionChoice = Literal["auto", "flash_attention_2", "sdpa", "eager"]
+ATTENTION_CHOICES: tuple[str, ...] = get_args(AttentionChoice)
 VARLEN = "nextai_varlen"  # registered with transformers' AttentionInterface under this name
 PACKED_KWARGS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
 
@@ -37,9 +38,9 @@ def torch_varlen_available() -> bool:
 
 def choose_attention(requested: AttentionChoice, device_type: str, packed: bool = False) -> tuple[str, str]:
     """The transformers `attn_implementation` to load with, and why (for the log)."""
-    if requested not in ("auto", "flash_attention_2", "sdpa", "eager"):
+    if requested not in ATTENTION_CHOICES:
         raise NextaiError(f"model.attn_implementation: unknown value '{requested}'; "
-                          "expected auto, flash_attention_2, sdpa or eager")
+                          f"expected one of {', '.join(ATTENTION_CHOICES)}")
     if requested == "flash_attention_2":
         if device_type != "cuda":
             raise NextaiError("model.attn_implementation=flash_attention_2 needs a CUDA GPU; "

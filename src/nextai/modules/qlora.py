@@ -23,7 +23,8 @@ from nextai.modules.loading import load_causal_lm
 from nextai.modules.lora import check_targets_exist, lora_config, lora_target_modules
 from nextai.modules.loss import describe_linear_cross_entropy, linear_cross_entropy
 from nextai.modules.memory_plan import budget_bytes, measure_layer, plan_layers
-from nextai.modules.optim import SCHEDULES, OptimizerName, build_optimizer, build_schedule
+from nextai.modules.optim import (SCHEDULES, STATE_BYTES_PER_PARAM, OptimizerName, build_optimizer,
+                                  build_schedule, check_optimizer)
 from nextai.modules.quantization import Quantization, keep_cpu_layout_trainable
 from nextai.rundir import ADAPTER_DIR, run_dir
 from nextai.strategies import check_fsdp_model, is_fsdp
@@ -31,7 +32,6 @@ from nextai.strategies import check_fsdp_model, is_fsdp
 log = logging.getLogger(__name__)
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids", *PACKED_KWARGS)
-OPTIMIZER_BYTES_PER_PARAM = {"paged_adamw_8bit": 2, "adamw_8bit": 2, "adamw": 8}
 
 
 def rng_states() -> dict:
@@ -127,9 +127,7 @@ class QLoRAModule(L.LightningModule):
         self.quantization = quantization
         # Fail at construction (before any data or weights are touched) on values that can never work.
         lora_config(lora_r, lora_alpha, lora_dropout, lora_targets)
-        if optimizer not in OPTIMIZER_BYTES_PER_PARAM:
-            raise NextaiError(f"model.optimizer: unknown optimizer '{optimizer}'; "
-                              "expected paged_adamw_8bit, adamw_8bit or adamw")
+        check_optimizer(optimizer)
         if lr_scheduler not in SCHEDULES:
             raise NextaiError(f"model.lr_scheduler: unknown schedule '{lr_scheduler}'; "
                               f"expected one of {', '.join(SCHEDULES)}")
@@ -253,7 +251,7 @@ class QLoRAModule(L.LightningModule):
             loss = tokens * config.vocab_size * (2 + 4 + 4)
         width = 4 if hp.get("kbit_preparation", True) else 2  # the residual stream's dtype
         boundary = 2 * tokens * config.hidden_size * width  # embeddings output and final hidden states, with grads
-        optimizer = trainable * (4 + OPTIMIZER_BYTES_PER_PARAM[hp.optimizer])
+        optimizer = trainable * (4 + STATE_BYTES_PER_PARAM[hp.optimizer])
         return torch.cuda.memory_allocated(device) + optimizer + loss + 2 * boundary + (128 << 20)
 
     # ------------------------------------------------------------------------------------------- steps
