@@ -87,3 +87,29 @@ def test_plan_without_a_budget_callback_assumes_the_budgets_default():
     assert NextaiTrainer(logger=False, enable_checkpointing=False).budget_limit_s() == 24 * 3600
     trainer = NextaiTrainer(logger=False, enable_checkpointing=False, callbacks=[WallClockBudget(limit="90m")])
     assert trainer.budget_limit_s() == 90 * 60
+
+
+def test_a_flash_attn_that_does_not_import_is_not_chosen(tmp_path, monkeypatch, caplog):
+    """A flash-attn built for another torch is found by the import system but fails to import (undefined symbol)."""
+    from nextai.modules import attention
+
+    package = tmp_path / "flash_attn"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "raise ImportError('flash_attn_2_cuda.so: undefined symbol: _ZN3c104cuda9SetDeviceEi')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    attention.flash_attn_unusable.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="nextai.modules.attention"):
+            assert not attention.flash_attn_available()
+            assert not attention.flash_attn_available()  # tried once, logged once
+        assert [r.getMessage() for r in caplog.records] == [
+            "flash-attn is installed but does not import (ImportError: flash_attn_2_cuda.so: undefined symbol: "
+            "_ZN3c104cuda9SetDeviceEi); torch's attention is used instead"]
+        implementation, reason = choose_attention("auto", "cuda")
+        assert implementation == "sdpa" and "does not import" in reason
+        assert choose_attention("auto", "cuda", packed=True)[0] != "flash_attention_2"
+        with pytest.raises(NextaiError, match="needs flash-attn: flash-attn is installed but does not import"):
+            choose_attention("flash_attention_2", "cuda")
+    finally:
+        attention.flash_attn_unusable.cache_clear()

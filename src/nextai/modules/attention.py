@@ -7,6 +7,7 @@ Packed batches (several examples in one row, see `nextai.data.packing`), never a
 - CPU: transformers' position-ids path (no attention mask, no cache): SDPA with a block-diagonal causal mask.
 """
 
+import functools
 import importlib.util
 import inspect
 import logging
@@ -14,7 +15,7 @@ from typing import Literal, get_args
 
 import torch
 
-from nextai.errors import NextaiError
+from nextai.errors import NextaiError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,23 @@ VARLEN = "nextai_varlen"  # registered with transformers' AttentionInterface und
 PACKED_KWARGS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
 
 
+@functools.cache
+def flash_attn_unusable() -> str | None:
+    """Why flash-attn cannot be used, or None when it imports. An install built for another torch or CUDA (an ABI
+    mismatch) is found by the import system yet fails to import: it is then not chosen, and the reason logged once."""
+    if importlib.util.find_spec("flash_attn") is None:
+        return "flash-attn is not installed"
+    try:
+        from flash_attn import flash_attn_varlen_func  # noqa: F401  (what transformers calls; loads the CUDA build)
+    except Exception as err:  # ImportError, OSError (undefined symbol), whatever a broken build raises at import
+        reason = f"flash-attn is installed but does not import ({type(err).__name__}: {first_line(err)})"
+        log.warning("%s; torch's attention is used instead", reason)
+        return reason
+    return None
+
+
 def flash_attn_available() -> bool:
-    return importlib.util.find_spec("flash_attn") is not None
+    return flash_attn_unusable() is None
 
 
 def torch_varlen_available() -> bool:
@@ -46,14 +62,14 @@ def choose_attention(requested: AttentionChoice, device_type: str, packed: bool 
             raise NextaiError("model.attn_implementation=flash_attention_2 needs a CUDA GPU; "
                               "this run is on the CPU: use sdpa or auto")
         if not flash_attn_available():
-            raise NextaiError("model.attn_implementation=flash_attention_2 needs the flash-attn package "
+            raise NextaiError(f"model.attn_implementation=flash_attention_2 needs flash-attn: {flash_attn_unusable()} "
                               "(pip install 'nextai[flash]'); or use sdpa / auto")
     if packed:
         return _choose_packed(requested, device_type)
     if requested == "auto":
         if device_type == "cuda" and flash_attn_available():
-            return "flash_attention_2", "auto: flash_attn is installed and a CUDA GPU is present"
-        why = "no CUDA device" if device_type != "cuda" else "flash_attn is not installed"
+            return "flash_attention_2", "auto: flash-attn imports and a CUDA GPU is present"
+        why = "no CUDA device" if device_type != "cuda" else flash_attn_unusable()
         return "sdpa", f"auto: {why}, so torch's scaled_dot_product_attention"
     return requested, "requested"
 
@@ -71,7 +87,7 @@ def _choose_packed(requested: str, device_type: str) -> tuple[str, str]:
     if torch_varlen_available():
         register_varlen_attention()
         return VARLEN, ("packed batches: torch.nn.attention.varlen.varlen_attn (PyTorch's flash kernel) driven "
-                        "by cu_seq_lens; flash-attn is not installed")
+                        f"by cu_seq_lens; {flash_attn_unusable()}")
     return "sdpa", ("packed batches: this torch has no varlen_attn; SDPA with a block-diagonal mask built from the "
                     "positions (memory grows with the square of the pack)")
 
