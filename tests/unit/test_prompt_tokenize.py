@@ -1,7 +1,9 @@
 """Prompt construction, prompt masking, EOS and truncation on fixed examples with the tiny tokenizer."""
 
+import pytest
+
 from nextai.data.prompt import alpaca_prompt
-from nextai.data.tokenize import IGNORE_INDEX, has_labels, tokenize_example
+from nextai.data.tokenize import IGNORE_INDEX, has_labels, tokenize_batch, tokenize_example
 
 
 def test_prompt_with_and_without_input():
@@ -52,6 +54,46 @@ def test_truncation_cuts_at_cutoff_and_adds_no_eos(tiny_tokenizer):
     assert cut["input_ids"] == full["input_ids"][:64]  # the same tokens, cut
     assert cut["input_ids"][-1] != tiny_tokenizer.eos_token_id  # a cut response must not teach stopping
     assert has_labels(cut)
+    assert cut["truncated"] and not full["truncated"]
+
+
+TEXT_TOKENS = 63  # "Name a color." / "Red." in the Alpaca template with the tiny tokenizer, BOS included
+
+
+@pytest.mark.parametrize("cutoff_len, length, ends_with_eos, truncated", [
+    (TEXT_TOKENS + 1, TEXT_TOKENS + 1, True, False),  # the text and its EOS fill the cutoff exactly: kept whole
+    (TEXT_TOKENS, TEXT_TOKENS, False, True),  # the text alone fills it: its EOS is what is cut
+    (TEXT_TOKENS - 1, TEXT_TOKENS - 1, False, True),
+])
+def test_eos_at_the_cutoff_boundary(tiny_tokenizer, cutoff_len, length, ends_with_eos, truncated):
+    text = tokenize_example(tiny_tokenizer, "Name a color.", "", "Red.", cutoff_len=4096, train_on_inputs=False,
+                            add_eos_token=False)["input_ids"]
+    assert len(text) == TEXT_TOKENS
+    example = tokenize_example(tiny_tokenizer, "Name a color.", "", "Red.", cutoff_len=cutoff_len,
+                               train_on_inputs=False, add_eos_token=True)
+    ids = example["input_ids"]
+    assert len(ids) == length and example["truncated"] is truncated
+    assert (ids[-1] == tiny_tokenizer.eos_token_id) is ends_with_eos
+    assert ids[:min(length, TEXT_TOKENS)] == text[:length]
+    assert example["labels"][-1] == (tiny_tokenizer.eos_token_id if ends_with_eos else text[length - 1])
+
+
+def test_without_eos_a_text_of_exactly_cutoff_len_is_not_cut(tiny_tokenizer):
+    example = tokenize_example(tiny_tokenizer, "Name a color.", "", "Red.", cutoff_len=TEXT_TOKENS,
+                               train_on_inputs=False, add_eos_token=False)
+    assert len(example["input_ids"]) == TEXT_TOKENS and not example["truncated"]
+    cut = tokenize_example(tiny_tokenizer, "Name a color.", "", "Red.", cutoff_len=TEXT_TOKENS - 1,
+                           train_on_inputs=False, add_eos_token=False)
+    assert cut["truncated"]
+
+
+def test_batch_form_reports_length_and_truncation(tiny_tokenizer):
+    batch = {"instruction": ["Name a color.", "Repeat."], "input": ["", ""],
+             "output": ["Red.", " ".join(["garden river planet"] * 40)]}
+    out = tokenize_batch(batch, tiny_tokenizer, cutoff_len=TEXT_TOKENS + 1, train_on_inputs=False,
+                         add_eos_token=True)
+    assert out["length"] == [TEXT_TOKENS + 1, TEXT_TOKENS + 1] == [len(ids) for ids in out["input_ids"]]
+    assert out["truncated"] == [False, True]  # same length, told apart by the untruncated length
 
 
 def test_example_whose_prompt_fills_the_cutoff_has_no_labels(tiny_tokenizer):

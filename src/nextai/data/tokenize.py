@@ -7,7 +7,7 @@ from nextai.data.prompt import PROMPT_NO_INPUT, PROMPT_WITH_INPUT, alpaca_prompt
 from nextai.errors import NextaiError, first_line
 
 IGNORE_INDEX = -100  # label value the loss skips (torch's CrossEntropyLoss default)
-TOKENIZE_VERSION = "1"  # bump when the tokenization below changes
+TOKENIZE_VERSION = "2"  # bump when the tokenization below changes (2: the `truncated` column)
 
 
 def load_tokenizer(name_or_path: str):
@@ -42,36 +42,43 @@ def template_fingerprint() -> str:
 
 
 def tokenize_example(tokenizer, instruction: str, input: str, output: str, cutoff_len: int,
-                     train_on_inputs: bool, add_eos_token: bool) -> dict[str, list[int]]:
-    """`input_ids` and `labels` for one record.
+                     train_on_inputs: bool, add_eos_token: bool) -> dict:
+    """`input_ids`, `labels` and `truncated` for one record.
 
     The whole text (prompt + output) is tokenized at once, so tokens are exactly those the model would see;
     with `train_on_inputs` false, every token that starts inside the prompt (BOS included) gets label -100.
-    EOS is appended only when the text was not cut: a truncated response must not teach the model to stop.
+    With `add_eos_token` the EOS is part of the example: an example whose tokens, EOS included, fit in `cutoff_len`
+    is kept whole and ends with EOS; a longer one is `truncated` to its first `cutoff_len` tokens and gets no EOS
+    (a cut response must not teach the model to stop). So a text of exactly `cutoff_len` tokens is cut by its EOS,
+    as in alpaca-lora and TRL; without `add_eos_token` it is kept whole.
     """
     prompt = alpaca_prompt(instruction, input)
     text = prompt + output
-    encoded = tokenizer(text, truncation=True, max_length=cutoff_len, return_offsets_mapping=True)
+    # Untruncated, so that "cut" is decided by the real length (verbose=False: a long record is no error here).
+    encoded = tokenizer(text, return_offsets_mapping=True, verbose=False)
     input_ids = list(encoded["input_ids"])
     starts = [start for start, _ in encoded["offset_mapping"]]
-    if add_eos_token and len(input_ids) < cutoff_len and input_ids[-1] != tokenizer.eos_token_id:
+    if add_eos_token and input_ids[-1] != tokenizer.eos_token_id:
         input_ids.append(tokenizer.eos_token_id)
         starts.append(len(text))
+    truncated = len(input_ids) > cutoff_len
+    if truncated:
+        input_ids, starts = input_ids[:cutoff_len], starts[:cutoff_len]
     if train_on_inputs:
         labels = list(input_ids)
     else:
         labels = [IGNORE_INDEX if start < len(prompt) else token for token, start in zip(input_ids, starts)]
-    return {"input_ids": input_ids, "labels": labels}
+    return {"input_ids": input_ids, "labels": labels, "truncated": truncated}
 
 
 def tokenize_batch(batch: dict[str, list], tokenizer, cutoff_len: int, train_on_inputs: bool,
                    add_eos_token: bool) -> dict[str, list]:
     """`datasets.map(batched=True)` form of `tokenize_example`, adding `length` for length grouping."""
-    out = {"input_ids": [], "labels": [], "length": []}
+    out = {"input_ids": [], "labels": [], "truncated": [], "length": []}
     for instruction, input, output in zip(batch["instruction"], batch["input"], batch["output"]):
         example = tokenize_example(tokenizer, instruction, input, output, cutoff_len, train_on_inputs, add_eos_token)
-        out["input_ids"].append(example["input_ids"])
-        out["labels"].append(example["labels"])
+        for key in ("input_ids", "labels", "truncated"):
+            out[key].append(example[key])
         out["length"].append(len(example["input_ids"]))
     return out
 
