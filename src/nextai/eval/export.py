@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 
 BaseWeights = Literal["original", "dequantized"]
 MERGED_DIR = "merged"  # default output inside the run directory
-TRAINER_PREFIX = "model."  # QLoRAModule keeps the PeftModel as `self.model`
 
 
 def load_bf16_base(module, base_weights: BaseWeights, device: torch.device | str):
@@ -43,28 +42,6 @@ def load_bf16_base(module, base_weights: BaseWeights, device: torch.device | str
         raise NextaiError(f"cannot load model '{hp.base_model}': {first_line(err)}") from None
 
 
-def attach_checkpoint(module, base, ckpt_path: str):
-    """The base with LoRA layers built from the module's settings and filled from a nextai checkpoint."""
-    from peft import get_peft_model
-
-    from nextai.modules.lora import lora_config
-
-    hp = module.hparams
-    model = get_peft_model(base, lora_config(hp.lora_r, hp.lora_alpha, hp.lora_dropout, hp.lora_targets))
-    try:
-        saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
-    except FileNotFoundError:
-        raise NextaiError(f"checkpoint not found: {ckpt_path}") from None
-    weights = {name.removeprefix(TRAINER_PREFIX): tensor for name, tensor in saved.items()}
-    expected = {name for name, _ in model.named_parameters() if "lora_" in name}
-    missing = sorted(expected - set(weights))
-    if missing:
-        raise NextaiError(f"checkpoint {ckpt_path} has no weights for {missing[0]}: it was saved with other LoRA "
-                          f"targets than {hp.lora_targets!r}")
-    model.load_state_dict(weights, strict=False)
-    return model
-
-
 def export_merged(module, adapter: str | None, ckpt_path: str | None, output: str | Path, run_directory: Path,
                   base_weights: BaseWeights = "original", device: torch.device | str = "cpu") -> Path:
     """Merge the run's LoRA weights (an adapter directory, a checkpoint, or the run's adapter) into the bf16 base
@@ -72,7 +49,7 @@ def export_merged(module, adapter: str | None, ckpt_path: str | None, output: st
     from peft import PeftModel
 
     from nextai.data.tokenize import load_tokenizer
-    from nextai.eval.model import check_adapter_base, choose_weights
+    from nextai.eval.model import attach_checkpoint, check_adapter_base, choose_weights
     from nextai.tiny import resolve_pretrained
 
     adapter, ckpt_path = choose_weights(adapter, ckpt_path, run_directory)

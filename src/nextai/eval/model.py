@@ -14,6 +14,7 @@ from nextai.rundir import ADAPTER_DIR
 log = logging.getLogger(__name__)
 
 BASE_ONLY = "base"  # `--adapter base`: the base model alone
+TRAINER_PREFIX = "model."  # QLoRAModule keeps the PeftModel as `self.model`
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,9 @@ def load_model(module, device: torch.device | str, adapter: str | None, ckpt_pat
     """Build `module`'s base model on `device` with LoRA weights from `adapter` or `ckpt_path` (as returned by
     `choose_weights`; neither: the base alone), in eval mode.
 
-    A checkpoint is loaded into the module's own model (the training layout); an adapter directory goes through
-    peft's `PeftModel.from_pretrained` on a freshly loaded quantized base.
+    Both load the quantized base for inference (padded batches, with a cache; whatever `data.packing` the run
+    trained with) and add the LoRA weights on top: a checkpoint's through `attach_checkpoint`, an adapter
+    directory's through peft's `PeftModel.from_pretrained`.
     """
     from nextai.data.tokenize import load_tokenizer
     from nextai.modules.loading import load_for_inference
@@ -56,9 +58,8 @@ def load_model(module, device: torch.device | str, adapter: str | None, ckpt_pat
     if ckpt_path is not None:
         if not Path(ckpt_path).is_file():
             raise NextaiError(f"checkpoint not found: {ckpt_path}")
-        module.build_model(device)
-        module.load_trainable_weights(ckpt_path)
-        model = module.model
+        base = load_for_inference(hp.base_model, None, module.quantization, hp.attn_implementation, device)
+        model = attach_checkpoint(module, base, ckpt_path)
     else:
         if adapter is not None:
             check_adapter_base(Path(adapter), hp.base_model)
@@ -67,6 +68,32 @@ def load_model(module, device: torch.device | str, adapter: str | None, ckpt_pat
     log.info("evaluating %s%s on %s", hp.base_model,
              f" + {adapter or ckpt_path}" if (adapter or ckpt_path) else " (no adapter)", device)
     return LoadedModel(model, load_tokenizer(resolve_pretrained(hp.base_model)), description)
+
+
+def attach_checkpoint(module, base, ckpt_path: str):
+    """The base with LoRA layers built from the module's settings and filled from a nextai checkpoint."""
+    from peft import get_peft_model
+
+    from nextai.modules.lora import lora_config
+
+    hp = module.hparams
+    model = get_peft_model(base, lora_config(hp.lora_r, hp.lora_alpha, hp.lora_dropout, hp.lora_targets))
+    try:
+        saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
+    except FileNotFoundError:
+        raise NextaiError(f"checkpoint not found: {ckpt_path}") from None
+    weights = {name.removeprefix(TRAINER_PREFIX): tensor for name, tensor in saved.items()}
+    for name, parameter in model.named_parameters():
+        if "lora_" not in name:
+            continue
+        if name not in weights:
+            raise NextaiError(f"checkpoint {ckpt_path} has no weights for {name}: it was saved with other LoRA "
+                              f"targets than {hp.lora_targets!r}")
+        if weights[name].shape != parameter.shape:
+            raise NextaiError(f"checkpoint {ckpt_path} weight {name} has shape {tuple(weights[name].shape)}, the "
+                              f"model expects {tuple(parameter.shape)} (another lora_r than {hp.lora_r}?)")
+    model.load_state_dict(weights, strict=False)
+    return model
 
 
 def check_adapter_base(adapter: Path, base_model: str) -> None:
