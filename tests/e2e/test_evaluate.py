@@ -113,6 +113,20 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, messa
     assert not (tmp_path / "run" / "evaluation.json").exists()
 
 
+def test_a_checkpoint_of_another_lora_rank_is_named(runs):
+    """(The CLI takes the model settings from the checkpoint; a module built otherwise can still disagree.)"""
+    from nextai.eval.model import attach_checkpoint
+    from nextai.modules.loading import load_for_inference
+    from nextai.modules.qlora import QLoRAModule
+    from nextai.modules.quantization import Quantization
+
+    _, second = runs
+    module = QLoRAModule(lora_r=8, lora_targets="all")
+    base = load_for_inference("tiny", None, Quantization(), "auto", "cpu")
+    with pytest.raises(NextaiError, match=r"the model expects \(8, \d+\) \(another lora_r than 8\?\)"):
+        attach_checkpoint(module, base, str(second / "checkpoints" / "last.ckpt"))
+
+
 class Recorder(logging.Handler):
     """Collects one logger's messages (the CLI stops nextai's loggers propagating to the root, where caplog is)."""
 

@@ -294,15 +294,6 @@ class QLoRAModule(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         checkpoint["rng_states"] = rng_states()  # LoRA dropout draws: a resumed run draws the same masks
 
-    def load_trainable_weights(self, checkpoint_path: str | Path) -> None:
-        """Load the LoRA weights of a nextai checkpoint into the built model (outside a Trainer: eval, export)."""
-        try:
-            checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        except FileNotFoundError:
-            raise NextaiError(f"checkpoint not found: {checkpoint_path}") from None
-        self.on_load_checkpoint(checkpoint)
-        self.load_state_dict(checkpoint["state_dict"], strict=False)
-
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         # Restored here, not when the checkpoint is read: building the dataloader iterator in between draws from
         # the global generator, which the uninterrupted run did not do at this point.
