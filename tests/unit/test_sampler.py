@@ -56,3 +56,34 @@ def test_evaluation_order_is_longest_first():
     ls = [3, 9, 1, 7]
     sampler = MicroBatchSampler(ls, micro_batch_size=2, group_size=2, seed=0, shuffle=False)
     assert list(sampler) == [[1, 3], [0, 2]]
+
+
+def test_lightning_sets_the_epoch_and_each_epoch_reshuffles():
+    """Lightning calls set_epoch on `batch_sampler.sampler` at every epoch start; it must reach our sampler."""
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+    from torch.utils.data import DataLoader
+
+    lengths = [3 + (i * 7) % 50 for i in range(64)]
+    sampler = MicroBatchSampler(lengths, micro_batch_size=4, group_size=8, seed=1)
+    loader = DataLoader(list(range(64)), batch_sampler=sampler)
+    _set_sampler_epoch(loader, 0)
+    first = list(sampler)
+    _set_sampler_epoch(loader, 1)
+    second = list(sampler)
+    assert sampler.epoch == 1 and first != second
+    assert sorted(i for batch in second for i in batch) == list(range(64))
+
+
+def test_packed_epochs_have_the_same_length_and_a_new_order():
+    from nextai.data.packing import PackedBatchSampler
+
+    lengths = [5 + (i * 37) % 120 for i in range(500)]
+    sampler = PackedBatchSampler(lengths, pack_length=256, seed=3)
+    epochs = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        epochs.append(list(sampler))
+    assert len({len(e) for e in epochs}) == 1 and epochs[0] != epochs[1] != epochs[2]
+    for packs in epochs:
+        assert sorted(i for pack in packs for i in pack) == list(range(500))
+        assert all(sum(lengths[i] for i in pack) <= 256 for pack in packs)

@@ -38,33 +38,42 @@ def best_fit_decreasing(indices: Sequence[int], lengths: Sequence[int], pack_len
 
 
 class PackedBatchSampler(EpochBatchSampler):
-    """Micro batches that are packs: each epoch a fresh random order (seed + epoch), cut into windows of
-    `PACK_WINDOW` examples, each packed by best-fit decreasing; the packs are then shuffled. With
-    `group_by_length` the pack holding the longest example goes first (an out-of-memory shows at step 1)."""
+    """Micro batches that are packs. The packs are made once from the seed: a random order cut into windows of
+    `PACK_WINDOW` examples, each packed by best-fit decreasing. Each epoch shuffles the packs (seed + epoch), so
+    every epoch has the same number of micro batches (Lightning sizes the epoch once). With `group_by_length` the
+    pack holding the longest example goes first (an out-of-memory shows at step 1)."""
 
     def __init__(self, lengths: Sequence[int], pack_length: int, seed: int, group_by_length: bool = True,
                  shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
         super().__init__(lengths, seed, shuffle, rank, world_size)
         self.pack_length = pack_length
         self.group_by_length = group_by_length
+        self._packs: list[list[int]] | None = None
+
+    def packs(self) -> list[list[int]]:
+        """Every pack, in the order they were made (the same in every epoch)."""
+        if self._packs is None:
+            order = (torch.randperm(len(self.lengths), generator=torch.Generator().manual_seed(self.seed)).tolist()
+                     if self.shuffle else list(range(len(self.lengths))))
+            self._packs = []
+            for start in range(0, len(order), PACK_WINDOW):
+                self._packs += best_fit_decreasing(order[start:start + PACK_WINDOW], self.lengths, self.pack_length)
+        return self._packs
 
     def plan(self) -> list[list[int]]:
+        packs = self.packs()
+        if not self.shuffle:
+            return list(packs)
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = (torch.randperm(len(self.lengths), generator=generator).tolist() if self.shuffle
-                 else list(range(len(self.lengths))))
-        packs = []
-        for start in range(0, len(order), PACK_WINDOW):
-            packs += best_fit_decreasing(order[start:start + PACK_WINDOW], self.lengths, self.pack_length)
-        if self.shuffle:
-            packs = [packs[i] for i in torch.randperm(len(packs), generator=generator).tolist()]
-            if self.group_by_length and packs:
-                longest = max(range(len(packs)), key=lambda p: max(self.lengths[i] for i in packs[p]))
-                packs.insert(0, packs.pop(longest))
+        packs = [packs[i] for i in torch.randperm(len(packs), generator=generator).tolist()]
+        if self.group_by_length and packs:
+            longest = max(range(len(packs)), key=lambda p: max(self.lengths[i] for i in packs[p]))
+            packs.insert(0, packs.pop(longest))
         return packs
 
     def efficiency(self) -> float:
-        """Real tokens over pack slots for this epoch's plan."""
-        packs = self.plan()
+        """Real tokens over pack slots."""
+        packs = self.packs()
         return sum(self.lengths[i] for pack in packs for i in pack) / max(len(packs) * self.pack_length, 1)
 
 

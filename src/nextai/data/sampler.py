@@ -26,6 +26,17 @@ def epoch_order(lengths: Sequence[int], group_size: int, seed: int, epoch: int, 
     return list(get_length_grouped_indices(list(lengths), group_size, generator=generator))
 
 
+class _EpochSetter:
+    """Lightning calls `set_epoch` on `dataloader.batch_sampler.sampler`, not on the batch sampler itself: this is
+    that `sampler`, and passes the epoch on."""
+
+    def __init__(self, owner: "EpochBatchSampler") -> None:
+        self._owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self._owner.set_epoch(epoch)
+
+
 class EpochBatchSampler(Sampler[list[int]]):
     """Yields the micro batches (lists of example indices) of `batches()` for the current epoch.
 
@@ -41,6 +52,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self.sampler = _EpochSetter(self)  # where Lightning looks for set_epoch at every epoch start
         self._resume: tuple[int, int] | None = None
         self._cache: tuple[int, list[list[int]]] | None = None
 
