@@ -9,6 +9,7 @@ own are `main(argv)` functions listed in `STANDALONE_COMMANDS`. Bad input ends w
 """
 
 import argparse
+import glob
 import importlib
 import logging
 import os
@@ -21,14 +22,15 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from nextai.callbacks import GracefulStop, PeakMemoryMonitor, RunStatus, TokenThroughput, WallClockBudget
+from nextai.callbacks import (EpochEndResume, GracefulStop, PeakMemoryMonitor, RunStatus, TokenThroughput,
+                              WallClockBudget)
 from nextai.checkpoint_io import AtomicCheckpointIO
 from nextai.clock import clear_job_start, mark_job_start, process_started_at
 from nextai.data.datamodule import InstructionDataModule, accumulation_steps, micro_batch_tokens
 from nextai.errors import NextaiError
 from nextai.loggers import RunCSVLogger
 from nextai.modules.qlora import QLoRAModule
-from nextai.rundir import check_run_dir
+from nextai.rundir import CHECKPOINT_DIR, check_run_dir
 from nextai.strategies import (decoder_layer_names, fsdp_quant_storage, is_fsdp, per_process_accumulation, processes,
                                qlora_fsdp_strategy)
 from nextai.tiny import resolve_pretrained
@@ -61,7 +63,7 @@ class NextaiCLI(LightningCLI):
             trainer_class=NextaiTrainer,
             trainer_defaults={
                 "callbacks": [TokenThroughput(), LearningRateMonitor(logging_interval="step"), GracefulStop(),
-                              RunStatus()],
+                              RunStatus(), EpochEndResume()],
                 # nextai's samplers give each process its own share of every epoch (resumable, packing-aware).
                 "use_distributed_sampler": False,
             },
@@ -121,8 +123,14 @@ class NextaiCLI(LightningCLI):
             log.info("fsdp: %s wrapped and%s recomputed per layer, LoRA weights in units of their own, "
                      "use_orig_params, full state dicts on rank 0", ", ".join(sorted(layers)),
                      "" if hp.gradient_checkpointing else " not")
+        root = trainer_config.get("default_root_dir") or os.getcwd()
+        if self.subcommand != "fit":
+            # Other commands in a run directory leave the training run's config.yaml, hparams.yaml and metrics.csv
+            # as they are: their own metrics go under a subdirectory named for the command.
+            self.save_config_callback = None
+            root = os.path.join(root, self.subcommand)
         if trainer_config.get("logger") in (None, True):
-            kwargs["logger"] = RunCSVLogger(save_dir=trainer_config.get("default_root_dir") or os.getcwd())
+            kwargs["logger"] = RunCSVLogger(save_dir=root)
         plugins = trainer_config.get("plugins") or []
         plugins = plugins if isinstance(plugins, list) else [plugins]
         if not any(hasattr(p, "save_checkpoint") for p in plugins):
@@ -139,12 +147,22 @@ class NextaiCLI(LightningCLI):
 
     def before_fit(self) -> None:
         config = self.config[self.subcommand]
+        self._resolve_last_checkpoint()
         check_ckpt_path(config.get("ckpt_path"))
         self.model.check_device(self.trainer.strategy.root_device)
         check_run_dir(self.trainer.default_root_dir, resuming=config.get("ckpt_path") is not None,
                       overwrite=config.get("overwrite", False))
 
+    def _resolve_last_checkpoint(self) -> None:
+        """`--ckpt_path last` means the newest complete checkpoint of this run directory; with none there it is an
+        error (Lightning would warn and start from scratch, replacing the run)."""
+        if self.config[self.subcommand].get("ckpt_path") != "last":
+            return
+        path = newest_last_checkpoint(self.trainer.default_root_dir)
+        self.config[self.subcommand]["ckpt_path"] = self.config_init[self.subcommand]["ckpt_path"] = path
+
     def before_validate(self) -> None:
+        self._resolve_last_checkpoint()
         check_ckpt_path(self.config[self.subcommand].get("ckpt_path"))
         self.model.check_device(self.trainer.strategy.root_device)
 
@@ -177,6 +195,15 @@ def set_effective_batch(trainer, batch_size: int, micro_batch_size: int) -> None
     trainer.accumulate_grad_batches = per_process_accumulation(batch_size, micro_batch_size, world)
     log.info("effective batch: data.batch_size %d = micro batch %d x %d accumulated x %d process%s",
              batch_size, micro_batch_size, trainer.accumulate_grad_batches, world, "" if world == 1 else "es")
+
+
+def newest_last_checkpoint(root: str) -> str:
+    directory = os.path.join(root, CHECKPOINT_DIR)
+    candidates = glob.glob(os.path.join(directory, "last*.ckpt"))
+    if not candidates:
+        raise NextaiError(f"checkpoint 'last': none to resume in {directory}; check "
+                          "--trainer.default_root_dir, or leave --ckpt_path out to start a new run")
+    return max(candidates, key=os.path.getmtime)
 
 
 def check_ckpt_path(ckpt_path: str | None) -> None:
@@ -212,13 +239,36 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             sys.argv = [sys.argv[0], *argv]  # LightningCLI reads sys.argv; one source avoids its "both given" warning
             NextaiCLI()
-    except (NextaiError, argparse.ArgumentError, MisconfigurationException) as err:
-        if debug:
+    except (NextaiError, argparse.ArgumentError, MisconfigurationException, ValueError, ImportError) as err:
+        reported = user_error(err)
+        if debug or reported is None:
             raise
-        print(f"nextai: error: {one_line(without_link_wrapper(str(err)))}", file=sys.stderr)
+        print(f"nextai: error: {one_line(without_link_wrapper(str(reported)))}", file=sys.stderr)
         sys.exit(2)
     finally:
         clear_job_start()
+
+
+def user_error(err: BaseException) -> BaseException | None:
+    """The error to report in one line, or None for a bug (a traceback). jsonargparse wraps errors raised while it
+    builds a class from the config (`keep_last_n: 0`, a logger whose package is missing) in a ValueError: the
+    cause is the message that names the value."""
+    if isinstance(err, (NextaiError, argparse.ArgumentError, MisconfigurationException)):
+        return err
+    cause = err
+    while cause is not None:
+        if isinstance(cause, (NextaiError, ImportError)):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return err if raised_in(err, "jsonargparse") else None
+
+
+def raised_in(err: BaseException, package: str) -> bool:
+    """Whether `err` was raised by code of `package` (the innermost frame of its traceback)."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}{package}{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
 def without_link_wrapper(message: str) -> str:

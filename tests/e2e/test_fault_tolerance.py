@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--data.source", "bundled:alpaca_tiny.jsonl",
         "--data.cutoff_len", "128", "--data.val_size", "8", "--trainer.limit_val_batches", "0",
         "--trainer.log_every_n_steps", "1", "--trainer.max_epochs", "20", "--trainer.enable_progress_bar", "false",
+        # epochs of 5 optimizer steps (10 micro batches), so 21 steps cross four epoch boundaries
+        "--trainer.limit_train_batches", "10",
         "--trainer.callbacks", '[{"class_path": "nextai.callbacks.RunCheckpoint", '
                                '"init_args": {"every_n_train_steps": 3}}]']
 
@@ -70,7 +72,8 @@ def test_kill_9_then_resume_reaches_the_same_loss_curve(tmp_path, nextai_cache, 
     process.wait()
     killed_at = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
     # last.ckpt is written just after the step file that was seen, so the kill may land before it: then the newest
-    # complete checkpoint is the previous one, one interval (3 steps) back, which is the promise.
+    # complete checkpoint is the previous one, one interval (3 steps) back, which is the promise. Either way the
+    # resume starts inside a later epoch than the first.
     assert 6 <= killed_at < 21
     resumed = fit(run, nextai_cache, "--trainer.max_steps", "21", "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -79,6 +82,27 @@ def test_kill_9_then_resume_reaches_the_same_loss_curve(tmp_path, nextai_cache, 
     worst = max(abs(curve[s] - reference[s]) / abs(reference[s]) for s in reference)
     print(f"killed at step {killed_at}; worst relative train-loss difference over 21 steps: {worst:.2e}")
     assert worst <= 1e-4
+
+
+def test_resume_from_the_end_of_an_epoch_reaches_the_same_loss_curve(tmp_path, nextai_cache, reference):
+    run = tmp_path / "run"
+    first = fit(run, nextai_cache, "--trainer.max_steps", "10")  # stops on the last micro batch of epoch 2
+    assert first.returncode == 0, first.stderr[-2000:]
+    resumed = fit(run, nextai_cache, "--trainer.max_steps", "21", "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    curve = losses(run)
+    assert sorted(curve) == list(range(21))
+    worst = max(abs(curve[s] - reference[s]) / abs(reference[s]) for s in reference)
+    print(f"resumed at an epoch end (step 10); worst relative train-loss difference over 21 steps: {worst:.2e}")
+    assert worst <= 1e-4
+
+
+def test_resume_with_other_sampling_settings_is_refused(tmp_path, nextai_cache):
+    run = tmp_path / "run"
+    assert fit(run, nextai_cache, "--trainer.max_steps", "3").returncode == 0
+    changed = fit(run, nextai_cache, "--trainer.max_steps", "6", "--ckpt_path", "last", "--data.micro_batch_size", "2")
+    assert changed.returncode == 2
+    assert "micro_batch_size 4 -> 2" in changed.stderr.strip().splitlines()[-1]
 
 
 def test_sigterm_saves_at_a_step_boundary_and_exits_0(tmp_path, nextai_cache):

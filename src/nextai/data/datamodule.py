@@ -18,6 +18,7 @@ from nextai.data.tokenize import (has_labels, load_tokenizer, template_fingerpri
                                   tokenizer_fingerprint)
 from nextai.errors import NextaiError
 from nextai.paths import default_cache_dir
+from nextai.progress import between_epochs
 
 log = logging.getLogger(__name__)
 # Lightning warns when a mid-epoch resume meets a DataLoader without state_dict; the position inside the epoch is
@@ -113,6 +114,7 @@ class InstructionDataModule(L.LightningDataModule):
         self.train_set = None
         self.val_set = None
         self._resume_position: dict | None = None
+        self._data_key: str | None = None  # the tokenized set in use (records, tokenizer, cutoff, masking)
 
     # ---------------------------------------------------------------------------------- preparation
     def _tokenizer(self):
@@ -151,7 +153,7 @@ class InstructionDataModule(L.LightningDataModule):
         if len(kept) == 0:
             raise NextaiError(f"{self.source.describe()}: no example has response tokens left within "
                               f"cutoff_len {self.cutoff_len}")
-        cut = sum(1 for n in kept["length"] if n >= self.cutoff_len)
+        cut = sum(kept["truncated"])
         log.info("tokenized %d records: %d kept, %d dropped (prompt fills cutoff_len or empty response), "
                  "%d cut at %d tokens", len(records), len(kept), len(tokenized) - len(kept), cut, self.cutoff_len)
         with atomic_path(path) as tmp:
@@ -162,7 +164,8 @@ class InstructionDataModule(L.LightningDataModule):
 
         if self.train_set is not None:
             return
-        dataset = datasets.load_from_disk(str(self.tokenized_path()))
+        self._data_key = self.cache_key()
+        dataset = datasets.load_from_disk(str(self.cache_dir / "tokenized" / self._data_key))
         val_count = self._val_count(len(dataset))
         if val_count:
             split = dataset.train_test_split(test_size=val_count, seed=self.seed, shuffle=True)
@@ -208,9 +211,27 @@ class InstructionDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         loader = self._loader(self.train_set, shuffle=True)
         if self._resume_position is not None:
-            loader.batch_sampler.resume_at(self._resume_position["epoch"], self._resume_position["batches_done"])
-            self._resume_position = None
+            position, self._resume_position = self._resume_position, None
+            self._check_same_sampling(position.get("sampling"))
+            loader.batch_sampler.resume_at(position["epoch"], position["batches_done"])
         return loader
+
+    def _sampling(self) -> dict:
+        """What decides which examples form the n-th micro batch of an epoch: a resume must see the same."""
+        return {"tokenized_data": self._data_key, "seed": self.seed, "batch_size": self.batch_size,
+                "micro_batch_size": self.micro_batch_size, "group_by_length": self.group_by_length,
+                "packing": self.packing, "pack_length": self.pack_length if self.packing else None,
+                "processes": self._rank()[1]}
+
+    def _check_same_sampling(self, saved: dict | None) -> None:
+        if not saved:
+            return  # a checkpoint from before this check
+        now = self._sampling()
+        changed = [f"{key} {saved[key]} -> {now[key]}" for key in saved if key in now and saved[key] != now[key]]
+        if changed:
+            raise NextaiError(f"the checkpoint's position in the epoch means other examples with these settings "
+                              f"({'; '.join(changed)}): resume with the data settings it was trained with, or "
+                              f"start from its adapter")
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []
@@ -220,8 +241,10 @@ class InstructionDataModule(L.LightningDataModule):
         """Where training stands inside the current epoch, read from the trainer's own progress counters."""
         if self.trainer is None:
             return {}
+        # An epoch whose batches all ran resumes as the next epoch's start (see EpochEndResume).
         progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
-        return {"epoch": self.trainer.current_epoch, "batches_done": progress.processed}
+        batches_done = 0 if between_epochs(self.trainer) else progress.processed
+        return {"epoch": self.trainer.current_epoch, "batches_done": batches_done, "sampling": self._sampling()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         if state_dict:

@@ -143,6 +143,7 @@ class QLoRAModule(L.LightningModule):
         self.val_loss = MeanMetric()
         self._offloader = PinnedOffloader()
         self._rng_to_restore: dict | None = None
+        self._rng_at_epoch_start = False
 
     # ----------------------------------------------------------------------------------------- building
     def configure_model(self) -> None:
@@ -294,15 +295,26 @@ class QLoRAModule(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         checkpoint["rng_states"] = rng_states()  # LoRA dropout draws: a resumed run draws the same masks
 
+    def on_train_epoch_start(self) -> None:
+        # A checkpoint from between two epochs: the uninterrupted run built the next epoch's dataloader iterator
+        # (which draws from the global generator) after this state, so restore it before that happens.
+        if self._rng_to_restore is not None and self._rng_at_epoch_start:
+            restore_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
+
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
-        # Restored here, not when the checkpoint is read: building the dataloader iterator in between draws from
-        # the global generator, which the uninterrupted run did not do at this point.
+        # A checkpoint from inside an epoch: restored here, not when the checkpoint is read, because building the
+        # dataloader iterator in between draws from the global generator, which the uninterrupted run did not do.
         if self._rng_to_restore is not None:
             restore_rng_states(self._rng_to_restore)
             self._rng_to_restore = None
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._rng_to_restore = checkpoint.get("rng_states")
+        batches = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+        # between epochs: no batch of the next epoch ran (EpochEndResume), or saved on the epoch's last batch
+        self._rng_at_epoch_start = (batches.get("current", {}).get("processed") == 0
+                                    or bool(batches.get("is_last_batch")))
         saved = checkpoint.get("state_dict", {})
         for name, shape in self.trainable_names().items():
             if name not in saved:
