@@ -83,13 +83,20 @@ def test_plain_peft_loads_the_adapter_with_the_trained_logits(tiny_run):
 def test_validate_restores_the_checkpoint(tiny_run, tmp_path):
     main(["validate", "--config", TINY, "--ckpt_path", str(tiny_run / "checkpoints" / "last.ckpt"),
           "--trainer.default_root_dir", str(tmp_path / "restored")])
-    main(["validate", "--config", TINY, "--trainer.default_root_dir", str(tmp_path / "fresh"),
-         ])
-    restored = column(metrics(tmp_path / "restored"), "val_loss")
-    fresh = column(metrics(tmp_path / "fresh"), "val_loss")
+    main(["validate", "--config", TINY, "--trainer.default_root_dir", str(tmp_path / "fresh")])
+    restored = column(metrics(tmp_path / "restored" / "validate"), "val_loss")
+    fresh = column(metrics(tmp_path / "fresh" / "validate"), "val_loss")
     final_fit = column(metrics(tiny_run), "val_loss")[-1]
     assert restored[0] == pytest.approx(final_fit, abs=1e-4)  # the same weights, the same split
     assert fresh[0] > restored[0] + 0.3  # without the checkpoint: an untrained adapter
+
+
+def test_validate_in_a_run_directory_keeps_the_training_records(tiny_run):
+    kept = {name: (tiny_run / name).read_bytes() for name in ("metrics.csv", "config.yaml", "peak_memory.json")}
+    main(["validate", "--config", TINY, "--ckpt_path", "last", "--trainer.default_root_dir", str(tiny_run)])
+    assert {name: (tiny_run / name).read_bytes() for name in kept} == kept
+    assert column(metrics(tiny_run / "validate"), "val_loss")
+    assert (tiny_run / "peak_memory-validate.json").is_file()
 
 
 def test_cli_override_reaches_the_module(tmp_path):

@@ -5,6 +5,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from nextai.errors import NextaiError
+from nextai.rundir import CHECKPOINT_DIR, run_dir
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -24,6 +25,13 @@ class RunCheckpoint(ModelCheckpoint):
             raise NextaiError(f"RunCheckpoint.every_n_train_steps must be at least 1, got {every_n_train_steps}")
         super().__init__(dirpath=dirpath, filename=filename, monitor="step", mode="max", save_top_k=keep_last_n,
                          every_n_train_steps=every_n_train_steps, save_last=True, enable_version_counter=False)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.dirpath is None:
+            # Always `<run dir>/checkpoints`, whichever logger runs (TensorBoard's would put them in a new version
+            # directory at every resume, where `--ckpt_path last` could not find them).
+            self.dirpath = str(run_dir(trainer) / CHECKPOINT_DIR)
+        super().setup(trainer, pl_module, stage)
 
     def save_last_now(self, trainer: L.Trainer) -> None:
         """Write `last.ckpt` for the current step unless this step is already saved."""

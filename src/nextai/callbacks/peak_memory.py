@@ -116,7 +116,9 @@ class PeakMemoryMonitor(Callback):
             "windows": self.windows,
             "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        write_json(run_dir(trainer) / self.filename, report)
+        # A `nextai validate` in a run directory keeps the training run's file: its own goes beside it.
+        name = self.filename if stage == "fit" else self.filename.replace(".json", f"-{stage}.json")
+        write_json(run_dir(trainer) / name, report)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(trainer, "fit")
