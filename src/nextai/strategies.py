@@ -8,7 +8,7 @@ import logging
 
 import torch
 
-from nextai.errors import NextaiError
+from nextai.errors import NextaiError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def decoder_layer_names(base_model: str) -> set[str]:
     try:
         config = AutoConfig.from_pretrained(resolve_pretrained(base_model))
     except (OSError, ValueError) as err:
-        raise NextaiError(f"cannot read the config of model '{base_model}': {str(err).strip().splitlines()[0]}") \
+        raise NextaiError(f"cannot read the config of model '{base_model}': {first_line(err)}") \
             from None
     names: set[str] = set()
     for architecture in config.architectures or []:

@@ -26,6 +26,7 @@ from nextai.bench.shapes import parameter_count, SHAPES, VOCAB
 from nextai.data.collate import PadCollator
 from nextai.data.packing import PackCollator, PackedBatchSampler
 from nextai.data.sampler import MicroBatchSampler
+from nextai.errors import first_line
 from nextai.modules.loading import load_causal_lm
 from nextai.modules.optim import build_optimizer
 from nextai.modules.qlora import QLoRAModule
@@ -206,13 +207,13 @@ def main(job_path: str) -> None:
             try:
                 result = run_recipe(recipe, job, base, device, rate, lengths_spec)
             except torch.OutOfMemoryError as err:
-                result = {**failed, "status": "out of memory", "error": str(err).splitlines()[0]}
+                result = {**failed, "status": "out of memory", "error": first_line(err)}
                 gc.collect()
                 torch.cuda.empty_cache()
             except Exception as err:  # report the recipe as failed and go on with the next one
                 traceback.print_exc()
                 result = {**failed, "status": "failed",
-                          "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+                          "error": f"{type(err).__name__}: {first_line(err)}"}
             print("RESULT " + json.dumps(result), flush=True)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from nextai.data.records import AlpacaRecord, read_json_objects
 from nextai.data.samples import BUNDLED_PREFIX, bundled_path
-from nextai.errors import NextaiError
+from nextai.errors import NextaiError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def load_embedder(name: str, device: str | None = None):
     try:
         model = SentenceTransformer(location, device=device)
     except Exception as err:  # hub, file and format errors all end here; the user needs the name and the reason
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = first_line(err)
         raise NextaiError(f"dedup.embedder: cannot load '{name}': {reason}") from None
     log.info("dedup: embedding with %s on %s", name, model.device)
     return model

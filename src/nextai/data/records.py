@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from nextai.data.samples import BUNDLED_PREFIX, bundled_path
-from nextai.errors import NextaiError
+from nextai.errors import NextaiError, first_line
 
 DATA_SUFFIXES = (".jsonl", ".json")
 
@@ -162,7 +162,7 @@ class AlpacaSource(RecordSource):
             dataset = datasets.load_dataset(self.location, split=self.split)
         except Exception as err:  # datasets raises many types; the user needs the id and the reason
             raise NextaiError(f"cannot load dataset '{self.location}' (split {self.split}): "
-                              f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+                              f"{type(err).__name__}: {first_line(err)}") from None
         tag = self.name or self.location
         return [alpaca_record(raw, f"{self.location}[{self.split}] row {i}", tag) for i, raw in enumerate(dataset)]
 

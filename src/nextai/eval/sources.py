@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from nextai.errors import NextaiError
+from nextai.errors import NextaiError, first_line
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 HUB = "hub"  # each task's default source (hub id or the URL HELM downloads from)
@@ -57,10 +57,6 @@ def load_hub(dataset: str, config: str | None, split: str):
         where = f"{dataset}" + (f" ({config})" if config else "") + f" split {split}"
         raise NextaiError(f"cannot load dataset {where}: {type(err).__name__}: {first_line(err)}") from None
 
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else ""
 
 
 def read_text(path: Path) -> str:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from nextai.data.records import AlpacaRecord, RecordSource, data_files, hash_files, looks_local, read_json_objects
 from nextai.data.samples import BUNDLED_PREFIX, bundled_path
-from nextai.errors import NextaiError
+from nextai.errors import NextaiError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class NativeSource(RecordSource):
             except NextaiError:
                 raise  # a record of the downloaded file is wrong: the message already names it
             except Exception as err:  # hub, auth and format errors: the user needs the id, the reason and a way out
-                reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                reason = first_line(err)
                 raise NextaiError(f"{self.name}: cannot load '{dataset_id}' ({data_file or 'split ' + self.split}) "
                                   f"from the hub: {type(err).__name__}: {reason}; download it and point "
                                   f"`location` at the file or directory") from None
