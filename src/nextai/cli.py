@@ -124,7 +124,7 @@ class NextaiCLI(LightningCLI):
                      "use_orig_params, full state dicts on rank 0", ", ".join(sorted(layers)),
                      "" if hp.gradient_checkpointing else " not")
         root = trainer_config.get("default_root_dir") or os.getcwd()
-        if self.subcommand != "fit":
+        if self.subcommand not in (None, "fit"):
             # Other commands in a run directory leave the training run's config.yaml, hparams.yaml and metrics.csv
             # as they are: their own metrics go under a subdirectory named for the command.
             self.save_config_callback = None

@@ -295,19 +295,16 @@ class QLoRAModule(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         checkpoint["rng_states"] = rng_states()  # LoRA dropout draws: a resumed run draws the same masks
 
-    def on_train_epoch_start(self) -> None:
-        # A checkpoint from between two epochs: the uninterrupted run built the next epoch's dataloader iterator
-        # (which draws from the global generator) after this state, so restore it before that happens.
-        if self._rng_to_restore is not None and self._rng_at_epoch_start:
-            restore_rng_states(self._rng_to_restore)
-            self._rng_to_restore = None
-
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
-        # A checkpoint from inside an epoch: restored here, not when the checkpoint is read, because building the
-        # dataloader iterator in between draws from the global generator, which the uninterrupted run did not do.
+        # Restored at the first batch, not when the checkpoint is read: building the dataloader iterator in between
+        # draws from the global generator. A checkpoint from inside an epoch: the uninterrupted run made no such
+        # draw at this point. One from between two epochs: it did (the next epoch's iterator takes one int64 for
+        # its base seed), so make that draw again (Lightning skips on_train_epoch_start on such a restart).
         if self._rng_to_restore is not None:
             restore_rng_states(self._rng_to_restore)
             self._rng_to_restore = None
+            if self._rng_at_epoch_start:
+                torch.empty((), dtype=torch.int64).random_()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._rng_to_restore = checkpoint.get("rng_states")
