@@ -225,6 +225,7 @@ def _configure_logging() -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     # The budget counts the whole job: from the process start on the command line, from this call otherwise.
     mark_job_start((process_started_at() if argv is None else None) or time.monotonic())
+    saved_argv = sys.argv
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
@@ -247,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     finally:
         clear_job_start()
+        sys.argv = saved_argv
 
 
 def user_error(err: BaseException) -> BaseException | None:
