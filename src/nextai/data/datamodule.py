@@ -212,7 +212,8 @@ class InstructionDataModule(L.LightningDataModule):
         loader = self._loader(self.train_set, shuffle=True)
         if self._resume_position is not None:
             position, self._resume_position = self._resume_position, None
-            self._check_same_sampling(position.get("sampling"))
+            if position["batches_done"]:  # at an epoch's start nothing is skipped: any settings may change
+                self._check_same_sampling(position.get("sampling"))
             loader.batch_sampler.resume_at(position["epoch"], position["batches_done"])
         return loader
 
