@@ -39,6 +39,10 @@ def losses(run: Path) -> dict[int, float]:
     return {int(r["step"]): float(r["train_loss"]) for r in rows}
 
 
+def worst_relative_difference(curve: dict[int, float], reference: dict[int, float]) -> float:
+    return max(abs(curve[s] - reference[s]) / abs(reference[s]) for s in reference)
+
+
 def fit(run, cache, *extra, **kwargs):
     return subprocess.run(nextai("fit", *FAST, "--trainer.default_root_dir", str(run), *extra), env=env(cache),
                           capture_output=True, text=True, timeout=600, **kwargs)
@@ -79,7 +83,7 @@ def test_kill_9_then_resume_reaches_the_same_loss_curve(tmp_path, nextai_cache, 
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     curve = losses(run)
     assert sorted(curve) == sorted(reference) == list(range(21))  # history kept, lost interval logged once
-    worst = max(abs(curve[s] - reference[s]) / abs(reference[s]) for s in reference)
+    worst = worst_relative_difference(curve, reference)
     print(f"killed at step {killed_at}; worst relative train-loss difference over 21 steps: {worst:.2e}")
     assert worst <= 1e-4
 
@@ -92,7 +96,7 @@ def test_resume_from_the_end_of_an_epoch_reaches_the_same_loss_curve(tmp_path, n
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     curve = losses(run)
     assert sorted(curve) == list(range(21))
-    worst = max(abs(curve[s] - reference[s]) / abs(reference[s]) for s in reference)
+    worst = worst_relative_difference(curve, reference)
     print(f"resumed at an epoch end (step 10); worst relative train-loss difference over 21 steps: {worst:.2e}")
     assert worst <= 1e-4
 

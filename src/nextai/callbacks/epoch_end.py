@@ -10,14 +10,12 @@ those of an epoch not yet begun, which is what it is.
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from nextai.progress import between_epochs
-
-BATCH_PROGRESS = "epoch_loop.batch_progress"
+from nextai.progress import between_epochs, saved_batch_progress
 
 
 class EpochEndResume(Callback):
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get(BATCH_PROGRESS)
+        progress = saved_batch_progress(checkpoint)
         if progress is not None and between_epochs(trainer):
             progress["current"] = {key: 0 for key in progress["current"]}
             progress["is_last_batch"] = False

@@ -26,6 +26,7 @@ from nextai.modules.memory_plan import budget_bytes, measure_layer, plan_layers
 from nextai.modules.optim import (SCHEDULES, STATE_BYTES_PER_PARAM, OptimizerName, build_optimizer,
                                   build_schedule, check_optimizer)
 from nextai.modules.quantization import Quantization, keep_cpu_layout_trainable
+from nextai.progress import saved_batch_progress
 from nextai.rundir import ADAPTER_DIR, run_dir
 from nextai.strategies import check_fsdp_model, is_fsdp
 
@@ -308,7 +309,7 @@ class QLoRAModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._rng_to_restore = checkpoint.get("rng_states")
-        batches = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+        batches = saved_batch_progress(checkpoint) or {}
         # between epochs: no batch of the next epoch ran (EpochEndResume), or saved on the epoch's last batch
         self._rng_at_epoch_start = (batches.get("current", {}).get("processed") == 0
                                     or bool(batches.get("is_last_batch")))
