@@ -2,7 +2,8 @@
 
 Lightning's CSVLogger deletes an existing metrics.csv when its directory is not empty, so resuming a run into its
 own directory would lose the loss curve so far. This one appends; `drop_rows_from(step)` removes the rows a resumed
-run is about to log again (those written after the checkpoint it resumes from).
+run is about to log again (those written after the checkpoint it resumes from), and `add_row_if_missing` restores
+a row the checkpoint carried because the run died before writing it.
 """
 
 import csv
@@ -51,3 +52,13 @@ class RunCSVLogger(CSVLogger):
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             writer.writerows(kept)
+
+    def add_row_if_missing(self, step: int, metrics: dict) -> None:
+        """Log `metrics` at `step` unless metrics.csv already has a row for that step."""
+        path = os.path.join(self.log_dir, "metrics.csv")
+        if os.path.isfile(path):
+            with open(path, newline="") as f:
+                if any(r.get("step") and int(float(r["step"])) == step for r in csv.DictReader(f)):
+                    return
+        self.log_metrics(metrics, step=step)
+        self.save()

@@ -88,6 +88,27 @@ def test_kill_9_then_resume_reaches_the_same_loss_curve(tmp_path, nextai_cache, 
     assert worst <= 1e-4
 
 
+def test_a_kill_between_checkpoint_and_log_loses_no_metrics_row(tmp_path, nextai_cache, reference):
+    # Lightning saves in on_train_batch_end and logs that batch afterwards: a kill in between leaves step=3.ckpt
+    # while metrics.csv ends at step 1. Made here by cutting the file back, then resuming from that checkpoint.
+    run = tmp_path / "run"
+    assert fit(run, nextai_cache, "--trainer.max_steps", "6").returncode == 0
+    metrics = run / "metrics.csv"
+    with open(metrics, newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, [r for r in reader if int(float(r["step"])) < 2]
+    with open(metrics, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    resumed = fit(run, nextai_cache, "--trainer.max_steps", "9", "--ckpt_path",
+                  str(run / "checkpoints" / "epoch=0-step=3.ckpt"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    curve = losses(run)
+    assert sorted(curve) == list(range(9))
+    assert worst_relative_difference(curve, {s: reference[s] for s in range(9)}) <= 1e-4
+
+
 def test_resume_from_the_end_of_an_epoch_reaches_the_same_loss_curve(tmp_path, nextai_cache, reference):
     run = tmp_path / "run"
     first = fit(run, nextai_cache, "--trainer.max_steps", "10")  # stops on the last micro batch of epoch 2

@@ -3,21 +3,55 @@ or failed, at which step, and where its checkpoint and adapter are."""
 
 import os
 import time
+from pathlib import Path
 
 import lightning as L
+from lightning.fabric.utilities.apply_func import convert_tensors_to_scalars
 from lightning.pytorch.callbacks import Callback
 
 from nextai.atomic import write_json
 from nextai.loggers import RunCSVLogger
-from nextai.rundir import ADAPTER_DIR, RUN_FILE, run_dir
+from nextai.rundir import ADAPTER_DIR, CHECKPOINT_DIR, RUN_FILE, run_dir
+
+CARRIED_ROW = "nextai_unlogged_metrics"
+
+
+def unlogged_step_row(trainer: L.Trainer) -> dict | None:
+    """The row Lightning will log for the current batch once `on_train_batch_end` returns, as `{"step", "metrics"}`
+    the way its logger connector builds them (`update_train_step_metrics`, `log_metrics`). None outside that window
+    (the batch's counters show it: processed, not yet completed) and on batches that log nothing."""
+    batches = trainer.fit_loop.epoch_loop.batch_progress.current
+    connector = trainer._logger_connector
+    if (not trainer.training or batches.processed <= batches.completed or trainer.fit_loop._should_accumulate()
+            or not connector.should_update_logs):
+        return None
+    metrics = convert_tensors_to_scalars(connector.metrics["log"])
+    if not metrics:
+        return None
+    step = metrics.pop("step", None)
+    if step is None:
+        metrics.setdefault("epoch", trainer.current_epoch)
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+    return {"step": int(step), "metrics": metrics}
+
+
+def resumes_its_own_run(trainer: L.Trainer) -> bool:
+    """The checkpoint being resumed was written by the run in this directory (not copied from another run)."""
+    return Path(trainer.ckpt_path).resolve().parent == (run_dir(trainer) / CHECKPOINT_DIR).resolve()
 
 
 class RunStatus(Callback):
-    """Keeps `run.json` current (rank 0), and on a resume drops the metrics rows the resumed run trains again."""
+    """Keeps `run.json` current (rank 0), and keeps `metrics.csv` whole across a resume: the rows the resumed run
+    trains again are dropped, and the row of the checkpoint's own step is carried in the checkpoint.
+
+    Lightning saves a checkpoint in `on_train_batch_end` and logs that batch's metrics only afterwards, so a run
+    killed in between leaves a checkpoint whose last step has no row on disk, and the resumed run starts after it.
+    """
 
     def __init__(self) -> None:
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S")
         self._fit_started = False  # bad input fails before: then nothing is written into the run directory
+        self._carried_row: dict | None = None
 
     def _write(self, trainer: L.Trainer, state: str, **extra) -> None:
         if not trainer.is_global_zero:
@@ -32,11 +66,20 @@ class RunStatus(Callback):
         self._fit_started = True
         self._write(trainer, "running")
 
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if trainer.is_global_zero and (row := unlogged_step_row(trainer)):
+            checkpoint[CARRIED_ROW] = row
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._carried_row = checkpoint.get(CARRIED_ROW)
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.ckpt_path:
             for logger in trainer.loggers:
                 if isinstance(logger, RunCSVLogger):
                     logger.drop_rows_from(trainer.global_step)
+                    if self._carried_row is not None and resumes_its_own_run(trainer):
+                        logger.add_row_if_missing(self._carried_row["step"], self._carried_row["metrics"])
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         reasons = [c.stop_reason for c in trainer.callbacks if getattr(c, "stop_reason", None)]
