@@ -1,7 +1,7 @@
 """The prepared set's manifest: per-source counts after each step, token-length statistics, the config hash.
 
-Pure functions: the counts come from the mixture's report, the lengths from the tokenized dataset's `source` and
-`length` columns.
+Pure functions: the counts come from the mixture's report, the lengths and cuts from the tokenized dataset's
+`source`, `length` and `truncated` columns.
 """
 
 import json
@@ -16,39 +16,43 @@ import numpy as np
 STEPS = ("rows", "filtered", "unusable", "sampled", "after_dedup", "contaminated", "tokenized")
 
 
-def token_stats(lengths: Sequence[int], cutoff_len: int) -> dict:
-    """Count, total, mean, median, 95th percentile and longest of token lengths, and how many were cut."""
+def token_stats(lengths: Sequence[int], truncated: Sequence[bool]) -> dict:
+    """Count, total, mean, median, 95th percentile and longest of token lengths, and how many were cut (the
+    tokenizer's own flag: an example of exactly `cutoff_len` tokens that fit whole was not cut)."""
     if not len(lengths):
         return {"examples": 0, "tokens": 0, "mean": 0.0, "median": 0.0, "p95": 0.0, "max": 0, "cut": 0}
     values = np.asarray(lengths)
     return {"examples": int(values.size), "tokens": int(values.sum()), "mean": round(float(values.mean()), 1),
             "median": float(np.median(values)), "p95": round(float(np.percentile(values, 95)), 1),
-            "max": int(values.max()), "cut": int((values >= cutoff_len).sum())}
+            "max": int(values.max()), "cut": int(sum(bool(t) for t in truncated))}
 
 
-def lengths_by_source(sources: Sequence[str], lengths: Sequence[int]) -> dict[str, list[int]]:
-    grouped: dict[str, list[int]] = defaultdict(list)
-    for source, length in zip(sources, lengths):
-        grouped[source].append(int(length))
+def group_by_source(sources: Sequence[str], values: Sequence) -> dict[str, list]:
+    """One column of the tokenized set split by source, sources in order of first appearance."""
+    grouped: dict[str, list] = defaultdict(list)
+    for source, value in zip(sources, values):
+        grouped[source].append(value)
     return dict(grouped)
 
 
 def build_manifest(config_hash: str, description: str, counts: dict[str, dict], lengths: dict[str, list[int]],
-                   cutoff_len: int, extra: dict) -> dict:
+                   truncated: dict[str, list[bool]], cutoff_len: int, extra: dict) -> dict:
     """The manifest: `counts` holds each source's step counts (the mixture report's), `lengths` its token lengths
-    after tokenization; `extra` adds the dedup/contamination reports and where things are."""
+    after tokenization and `truncated` which of them were cut; `extra` adds the dedup/contamination reports and
+    where things are."""
     sources = {}
     for name in dict.fromkeys([*counts, *lengths]):
         row = {"title": counts.get(name, {}).get("title", name)}
         row.update({step: counts.get(name, {}).get(step) for step in STEPS[:-1]})
         row["tokenized"] = len(lengths.get(name, []))
-        row["tokens"] = token_stats(lengths.get(name, []), cutoff_len)
+        row["tokens"] = token_stats(lengths.get(name, []), truncated.get(name, []))
         if counts.get(name, {}).get("notes"):
             row["notes"] = counts[name]["notes"]
         sources[name] = row
     every_length = [n for values in lengths.values() for n in values]
+    every_flag = [t for values in truncated.values() for t in values]
     return {"config_hash": config_hash, "description": description, "cutoff_len": cutoff_len,
-            "steps": list(STEPS), "sources": sources, "total": token_stats(every_length, cutoff_len), **extra}
+            "steps": list(STEPS), "sources": sources, "total": token_stats(every_length, every_flag), **extra}
 
 
 def manifest_hash(path: Path) -> str | None:

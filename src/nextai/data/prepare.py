@@ -17,7 +17,7 @@ from rich.table import Table
 
 from nextai.atomic import atomic_path, write_json
 from nextai.data.datamodule import InstructionDataModule
-from nextai.data.manifest import build_manifest, lengths_by_source, manifest_hash
+from nextai.data.manifest import build_manifest, group_by_source, manifest_hash
 from nextai.data.mixture import Mixture
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,12 @@ def prepare(datamodule: InstructionDataModule, output_dir: Path, console: Consol
     import datasets
 
     tokenized = datasets.load_from_disk(str(datamodule.tokenized_path()))
-    lengths = lengths_by_source(tokenized["source"], tokenized["length"])
+    lengths = group_by_source(tokenized["source"], [int(n) for n in tokenized["length"]])
+    truncated = group_by_source(tokenized["source"], tokenized["truncated"])
     config_hash = datamodule.cache_key()
     extra["tokenized_path"] = str(datamodule.tokenized_path())
-    manifest = build_manifest(config_hash, source.describe(), counts, lengths, datamodule.cutoff_len, extra)
+    manifest = build_manifest(config_hash, source.describe(), counts, lengths, truncated, datamodule.cutoff_len,
+                              extra)
 
     path = output_dir / MANIFEST_FILE
     unchanged = manifest_hash(path) == config_hash
