@@ -52,40 +52,56 @@ def rows(run: Path, column: str) -> dict[int, float]:
         return {int(r["step"]): float(r[column]) for r in csv.DictReader(f) if r.get(column)}
 
 
+def assert_same_training(reference: Path, run: Path, label: str) -> None:
+    """The same validation loss after STEPS steps (the same 8 examples, token-weighted, reduced over the
+    processes) and the same LoRA weights as the 1-process reference, within the tolerances above."""
+    one, other = rows(reference, "val_loss")[STEPS - 1], rows(run, "val_loss")[STEPS - 1]
+    difference = abs(other - one) / one
+    a = load_file(reference / "adapter" / "adapter_model.safetensors")
+    b = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    weights = max(((a[k].float() - b[k].float()).norm() / a[k].float().norm()).item() for k in a)
+    print(f"val_loss after {STEPS} steps: 1 process {one!r}, {label} {other!r}, relative difference "
+          f"{difference:.2e} (tolerance {LOSS_RTOL:.0e}); LoRA weights: largest relative difference {weights:.2e} "
+          f"(tolerance {WEIGHT_RTOL:.0e})")
+    assert difference <= LOSS_RTOL
+    assert weights <= WEIGHT_RTOL
+
+
+def on(processes: int) -> list[str]:
+    """Run on 1 or 2 processes, validating after STEPS steps (val_check_interval counts micro batches per
+    process), with a checkpoint every 3 steps."""
+    return [*(DDP if processes == 2 else []), "--trainer.val_check_interval", str(STEPS * 4 // processes),
+            "--trainer.callbacks", '[{"class_path": "nextai.callbacks.RunCheckpoint", '
+                                   '"init_args": {"every_n_train_steps": 3}}]']
+
+
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory, nextai_cache):
     run = tmp_path_factory.mktemp("one")
-    result = fit(run, nextai_cache, "--trainer.max_steps", str(STEPS), "--trainer.val_check_interval",
-                 str(STEPS * 4))
+    result = fit(run, nextai_cache, *on(1), "--trainer.max_steps", str(STEPS))
     assert result.returncode == 0, result.stderr[-3000:]
     return run, result
 
 
-def test_two_processes_match_one_process(tmp_path, nextai_cache, one_process):
-    reference, reference_result = one_process
-    run = tmp_path / "ddp"
-    result = fit(run, nextai_cache, *DDP, "--trainer.max_steps", str(STEPS), "--trainer.val_check_interval",
-                 str(STEPS * 2))
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory, nextai_cache):
+    run = tmp_path_factory.mktemp("two")
+    result = fit(run, nextai_cache, *on(2), "--trainer.max_steps", str(STEPS))
     assert result.returncode == 0, result.stderr[-3000:]
+    return run, result
+
+
+def test_two_processes_match_one_process(one_process, two_processes):
+    reference, reference_result = one_process
+    run, result = two_processes
     assert "data.batch_size 8 = micro batch 2 x 4 accumulated x 1 process" in logged(reference_result)
     assert "data.batch_size 8 = micro batch 2 x 2 accumulated x 2 processes" in logged(result)
     # One adapter, written once, for the same number of optimizer steps.
     assert sorted(p.name for p in run.iterdir() if p.name.startswith("adapter")) == ["adapter"]
     record = json.loads((run / "run.json").read_text())
     assert record["state"] == "finished" and record["step"] == STEPS
-    # The same loss: validation over the same 8 examples (token-weighted, reduced over both processes).
-    one, two = rows(reference, "val_loss")[STEPS - 1], rows(run, "val_loss")[STEPS - 1]
-    difference = abs(two - one) / one
-    # And the same weights.
-    a = load_file(reference / "adapter" / "adapter_model.safetensors")
-    b = load_file(run / "adapter" / "adapter_model.safetensors")
-    assert a.keys() == b.keys()
-    weights = max(((a[k].float() - b[k].float()).norm() / a[k].float().norm()).item() for k in a)
-    print(f"val_loss after {STEPS} steps: 1 process {one!r}, 2 processes {two!r}, relative difference "
-          f"{difference:.2e} (tolerance {LOSS_RTOL:.0e}); LoRA weights: largest relative difference {weights:.2e} "
-          f"(tolerance {WEIGHT_RTOL:.0e})")
-    assert difference <= LOSS_RTOL
-    assert weights <= WEIGHT_RTOL
+    assert_same_training(reference, run, "2 processes")
     # Peak memory of each process, gathered on rank 0; both stopped at the same step.
     memory = json.loads((run / "peak_memory.json").read_text())
     assert [r["rank"] for r in memory["ranks"]] == [0, 1]
@@ -114,3 +130,21 @@ def test_budget_stops_both_processes_at_the_same_step(tmp_path, nextai_cache):
     assert sorted(p.name for p in run.iterdir() if p.name.startswith("adapter")) == ["adapter"]
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
     assert f"stopped at step {step}" in logged(result)
+
+
+@pytest.mark.parametrize("before", [1, 2])
+def test_a_resume_mid_epoch_onto_another_process_count_trains_the_same_steps(tmp_path, nextai_cache, one_process,
+                                                                               two_processes, before):
+    # The checkpoint after 3 of the epoch's 37 steps on `before` processes, finished on the other count: the same 6
+    # steps of 8 examples as the uninterrupted runs. Validation comes after 6 steps' worth of micro batches per
+    # process: it runs at step 6 only if Lightning's restored batch counters were moved to the new count too.
+    started = (one_process if before == 1 else two_processes)[0]
+    after = 3 - before
+    run = tmp_path / "resized"
+    resumed = fit(run, nextai_cache, *on(after), "--trainer.max_steps", str(STEPS), "--ckpt_path",
+                  str(started / "checkpoints" / "epoch=0-step=3.ckpt"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    done = 3 * 4 // before
+    assert (f"resume: {done} micro batches into the epoch on each of {before} process(es) = {done * before // after} "
+            f"on each of {after}") in logged(resumed)
+    assert_same_training(one_process[0], run, f"{before} then {after} process(es)")

@@ -2,7 +2,12 @@
 
 import random
 
+import pytest
+
+from nextai.data.packing import PackedBatchSampler
 from nextai.data.sampler import MicroBatchSampler, epoch_order
+from nextai.errors import NextaiError
+from nextai.progress import position_for_processes
 
 
 def lengths(n=400, seed=0):
@@ -50,6 +55,44 @@ def test_micro_batches_and_resume_skip_exactly_the_done_batches():
     assert list(sampler) == full  # the skip applies once
     sampler.resume_at(epoch=1, batches_done=5)  # a position of another epoch is not applied
     assert list(sampler) == full
+
+
+def samplers(kind, ls, world_size):
+    """One sampler per rank for an effective batch of 8 examples (micro batch 2), as the data module builds them."""
+    if kind == "packed":
+        return [PackedBatchSampler(ls, pack_length=2000, seed=0, rank=r, world_size=world_size)
+                for r in range(world_size)]
+    return [MicroBatchSampler(ls, micro_batch_size=2, group_size=8 // world_size, seed=0, rank=r,
+                              world_size=world_size) for r in range(world_size)]
+
+
+@pytest.mark.parametrize("kind", ["micro", "packed"])
+@pytest.mark.parametrize(("before", "after"), [(1, 2), (2, 1), (2, 4), (4, 2)])
+def test_a_resume_onto_another_process_count_trains_the_rest_of_the_epoch_once(kind, before, after):
+    ls = lengths(96)
+    first = samplers(kind, ls, before)
+    for sampler in first:
+        sampler.set_epoch(3)
+    done = 4  # micro batches each process trained: one optimizer step of 8 examples on 1, 2 or 4 processes
+    trained = [i for sampler in first for batch in sampler.batches()[:done] for i in batch]
+    resumed = samplers(kind, ls, after)
+    for sampler in resumed:
+        sampler.set_epoch(3)
+        sampler.resume_at(epoch=3, batches_done=position_for_processes(done, before, after))
+    rest = [i for sampler in resumed for batch in sampler for i in batch]
+    # The epoch's plan (the same for every count) trained in order: no example twice, none left out, apart from
+    # the tail the new count cannot share evenly (dropped, as in every epoch of that count).
+    one = samplers(kind, ls, 1)[0]
+    one.set_epoch(3)
+    plan = one.plan()
+    assert len(trained) == len(set(trained)) and not set(trained) & set(rest)
+    assert sorted(trained + rest) == sorted(i for batch in plan[:len(resumed[0]) * after] for i in batch)
+
+
+def test_a_position_that_processes_cannot_share_is_refused():
+    assert position_for_processes(6, 2, 4) == 3 and position_for_processes(3, 4, 1) == 12
+    with pytest.raises(NextaiError, match="3 micro batches into its epoch on each of 1 process.*2 processes"):
+        position_for_processes(3, 1, 2)
 
 
 def test_evaluation_order_is_longest_first():

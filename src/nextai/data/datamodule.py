@@ -18,7 +18,7 @@ from nextai.data.tokenize import (has_labels, load_tokenizer, template_fingerpri
                                   tokenizer_fingerprint)
 from nextai.errors import NextaiError
 from nextai.paths import default_cache_dir
-from nextai.progress import between_epochs
+from nextai.progress import between_epochs, position_for_processes
 
 log = logging.getLogger(__name__)
 # Lightning warns when a mid-epoch resume meets a DataLoader without state_dict; the position inside the epoch is
@@ -212,13 +212,30 @@ class InstructionDataModule(L.LightningDataModule):
         loader = self._loader(self.train_set, shuffle=True)
         if self._resume_position is not None:
             position, self._resume_position = self._resume_position, None
-            if position["batches_done"]:  # at an epoch's start nothing is skipped: any settings may change
-                self._check_same_sampling(position.get("sampling"))
-            loader.batch_sampler.resume_at(position["epoch"], position["batches_done"])
+            batches_done = position["batches_done"]
+            if batches_done:  # at an epoch's start nothing is skipped: any settings may change
+                saved = position.get("sampling") or {}
+                self._check_same_sampling(saved)
+                batches_done = self._position_here(batches_done, saved.get("processes", self._rank()[1]))
+            loader.batch_sampler.resume_at(position["epoch"], batches_done)
         return loader
 
+    def _position_here(self, batches_done: int, saved_processes: int) -> int:
+        """The epoch position for this run's process count (Lightning's batch counters are moved the same way by
+        `ProcessCountResume`)."""
+        rank, processes = self._rank()
+        if processes == saved_processes:
+            return batches_done
+        here = position_for_processes(batches_done, saved_processes, processes)
+        if rank == 0:
+            log.info("resume: %d micro batches into the epoch on each of %d process(es) = %d on each of %d: the same "
+                     "%d micro batches of the epoch's plan are skipped", batches_done, saved_processes, here,
+                     processes, batches_done * saved_processes)
+        return here
+
     def _sampling(self) -> dict:
-        """What decides which examples form the n-th micro batch of an epoch: a resume must see the same."""
+        """What decides which examples form the n-th micro batch of an epoch: a resume must see the same, apart from
+        the process count, which only changes who trains which micro batch of the plan (see `_position_here`)."""
         return {"tokenized_data": self._data_key, "seed": self.seed, "batch_size": self.batch_size,
                 "micro_batch_size": self.micro_batch_size, "group_by_length": self.group_by_length,
                 "packing": self.packing, "pack_length": self.pack_length if self.packing else None,
@@ -228,7 +245,9 @@ class InstructionDataModule(L.LightningDataModule):
         if not saved:
             return  # a checkpoint from before this check
         now = self._sampling()
-        changed = [f"{key} {saved[key]} -> {now[key]}" for key in saved if key in now and saved[key] != now[key]]
+        # The process count may change: the epoch plan is the same for any count (see _position_here).
+        changed = [f"{key} {saved[key]} -> {now[key]}" for key in saved
+                   if key in now and key != "processes" and saved[key] != now[key]]
         if changed:
             raise NextaiError(f"the checkpoint's position in the epoch means other examples with these settings "
                               f"({'; '.join(changed)}): resume with the data settings it was trained with, or "
