@@ -31,6 +31,21 @@ def tiny_model_dir(nextai_cache):
 
 
 @pytest.fixture(scope="session")
+def prequantized_tiny_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model saved already quantized (NF4, double quantization, uint8 storage), as pre-quantized hub
+    checkpoints and nextai's random NF4 benchmark models are."""
+    from nextai.modules.loading import load_causal_lm
+    from nextai.modules.quantization import Quantization
+
+    directory = tmp_path_factory.mktemp("tiny-nf4")
+    load_causal_lm(str(tiny_model_dir), Quantization(), "sdpa", "cpu").save_pretrained(directory)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_model_dir):
     from nextai.data.tokenize import load_tokenizer
 

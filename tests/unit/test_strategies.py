@@ -125,19 +125,20 @@ def units(model, layers: set[str]) -> dict[str, set[torch.dtype]]:
     return owned
 
 
-def build(sharded: bool) -> QLoRAModule:
-    module = QLoRAModule(base_model="tiny", quantization=Quantization(bnb_4bit_quant_storage="bfloat16"),
+def build(sharded: bool, base_model: str = "tiny") -> QLoRAModule:
+    module = QLoRAModule(base_model=base_model, quantization=Quantization(bnb_4bit_quant_storage="bfloat16"),
                          attn_implementation="sdpa", lora_r=8, lora_targets="all")
     module.build_model("cpu", sharded=sharded)
     return module
 
 
-def test_fsdp_units_flatten_one_dtype_each(tiny_model_dir):
+@pytest.mark.parametrize("prequantized", [False, True], ids=["quantized-at-load", "prequantized-uint8"])
+def test_fsdp_units_flatten_one_dtype_each(tiny_model_dir, prequantized_tiny_dir, prequantized):
     """Each FSDP unit flattens parameters of one dtype: 4-bit weights stored as bf16 with bf16 norms in the decoder
-    layers, fp32 LoRA weights in units of their own. The single-GPU build (fp32 norms from k-bit preparation) would
-    mix dtypes in a layer, which FSDP refuses."""
+    layers, fp32 LoRA weights in units of their own, also from a checkpoint saved quantized with uint8 storage.
+    The single-GPU build (fp32 norms from k-bit preparation) would mix dtypes in a layer, which FSDP refuses."""
     layers = {"LlamaDecoderLayer"}
-    sharded = build(sharded=True)
+    sharded = build(sharded=True, base_model=str(prequantized_tiny_dir) if prequantized else "tiny")
     four_bit = [p for p in sharded.model.parameters() if type(p).__name__ == "Params4bit"]
     assert four_bit and all(p.dtype == torch.bfloat16 for p in four_bit)
     owned = units(sharded.model, layers)

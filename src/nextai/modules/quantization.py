@@ -58,3 +58,39 @@ def keep_cpu_layout_trainable(model) -> None:
     for module in model.modules():
         if hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
+
+
+def differences_from_checkpoint(quantization: "Quantization", used: dict) -> list[str]:
+    """The settings (storage aside) in which `quantization` differs from the quantization config a model was
+    loaded with (`used`, the config's dict: for a checkpoint saved quantized, transformers keeps its own)."""
+    asked = {k: str(v).removeprefix("torch.") for k, v in asdict(quantization).items()}
+    return [f"{key} {asked[key]} (the checkpoint's: {used[key]})" for key in (
+        "load_in_4bit", "load_in_8bit", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant", "bnb_4bit_compute_dtype")
+        if key in used and asked[key] != str(used[key]).removeprefix("torch.")]
+
+
+def restore_quant_storage(model, storage: torch.dtype) -> int:
+    """Give every 4-bit weight the storage dtype asked for; returns how many were changed.
+
+    transformers loads an already-quantized checkpoint in the storage dtype it was saved with (uint8, as most are)
+    whatever `bnb_4bit_quant_storage` says, and FSDP then meets uint8 weights beside bf16 norms in one decoder
+    layer, which it cannot flatten. The packed bytes and the quantization state stay as they are: only the dtype
+    they are read as changes (bitsandbytes dequantizes any storage dtype the same way).
+    """
+    import bitsandbytes as bnb
+
+    changed = 0
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, bnb.nn.Params4bit) or weight.dtype == storage:
+            continue
+        packed = weight.data.reshape(-1)
+        if packed.numel() * packed.element_size() % storage.itemsize:
+            raise NextaiError(f"a 4-bit weight of {packed.numel() * packed.element_size()} bytes cannot be stored as "
+                              f"{storage} (model.quantization.bnb_4bit_quant_storage)")
+        module.weight = bnb.nn.Params4bit(
+            packed.view(storage).reshape(-1, 1), requires_grad=False, quant_state=weight.quant_state,
+            blocksize=weight.blocksize, compress_statistics=weight.compress_statistics, quant_type=weight.quant_type,
+            quant_storage=storage, module=module, bnb_quantized=True)
+        changed += 1
+    return changed
