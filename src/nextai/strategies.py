@@ -18,7 +18,7 @@ FSDP_PARAM_DTYPE = {"bf16-mixed": "bfloat16", "bf16-true": "bfloat16", "bf16": "
                     "16-mixed": "float16", "16-true": "float16", "16": "float16",
                     "32-true": "float32", "32": "float32"}
 # Single-GPU levers that manage activations themselves; under FSDP the strategy checkpoints the decoder layers.
-NOT_WITH_FSDP = ("offload_activations", "memory_budget")
+NOT_WITH_FSDP = ("offload_activations", "memory_budget", "compile_layers")
 
 
 def processes(trainer) -> int:
@@ -128,8 +128,9 @@ def fsdp_quant_storage(quantization, precision: str | None) -> str | None:
 
 
 def check_fsdp_model(hparams) -> None:
-    """Options that manage activations or devices themselves cannot be combined with FSDP."""
+    """Options that manage activations or wrap the decoder layers themselves cannot be combined with FSDP (which
+    wraps the layers: compiling them first is untested)."""
     used = [name for name in NOT_WITH_FSDP if hparams.get(name)]
     if used:
-        raise NextaiError(f"model.{used[0]} is a single-GPU memory lever; with trainer.strategy fsdp the strategy "
+        raise NextaiError(f"model.{used[0]} is a single-GPU lever; with trainer.strategy fsdp the strategy "
                           "shards the weights and recomputes the decoder layers: leave it unset")

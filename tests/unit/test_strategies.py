@@ -157,5 +157,5 @@ def test_fsdp_units_flatten_one_dtype_each(tiny_model_dir, prequantized_tiny_dir
 
 def test_fsdp_refuses_single_gpu_memory_levers(tiny_model_dir):
     module = QLoRAModule(base_model="tiny", offload_activations=True)
-    with pytest.raises(NextaiError, match="model.offload_activations is a single-GPU memory lever"):
+    with pytest.raises(NextaiError, match="model.offload_activations is a single-GPU lever"):
         module.build_model("cpu", sharded=True)

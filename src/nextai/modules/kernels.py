@@ -1,4 +1,5 @@
-"""Fused kernels from a kept library: Liger-kernel's RMSNorm, SwiGLU and RoPE for LLaMA (CUDA, Triton)."""
+"""Faster kernels without writing any: Liger-kernel's fused RMSNorm, SwiGLU and RoPE for LLaMA (CUDA, Triton), and
+torch.compile on each decoder layer (torch's own fusion of the elementwise work around the matmuls)."""
 
 import importlib.util
 
@@ -20,3 +21,21 @@ def apply_liger_kernels(model, device_type: str) -> str:
     apply_liger_kernel_to_llama(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
                                 fused_linear_cross_entropy=False, model=model)
     return "Liger-kernel RMSNorm, SwiGLU and RoPE"
+
+
+def compile_decoder_layers(layers: list) -> str:
+    """`torch.compile` each decoder layer in place (`nn.Module.compile`): the layer's forward, and its recomputation
+    under activation checkpointing, run as compiled graphs; the 4-bit matmuls, LoRA and attention kernels stay the
+    calls they are, and whatever Dynamo cannot trace runs eagerly (a graph break, not an error). Since torch 2.5
+    the layers share their compiled graphs (their parameters are graph inputs), so a model of 80 layers compiles
+    about once per input shape. The first step of every new shape pays the compilation.
+
+    Random ops (LoRA dropout) inside the compiled graphs draw from torch's own generator (`fallback_random`), not
+    Inductor's: the same masks as eager, so a run compiled or not trains the same and resumes bit-exactly.
+    """
+    import torch._inductor.config
+
+    torch._inductor.config.fallback_random = True
+    for layer in layers:
+        layer.compile()
+    return f"torch.compile on {len(layers)} decoder layers (compiled at the first step of each shape)"

@@ -18,7 +18,7 @@ from nextai.atomic import atomic_path
 from nextai.errors import NextaiError
 from nextai.modules.activations import PinnedOffloader, apply_layer_policies, decoder_layers, describe_policies
 from nextai.modules.attention import PACKED_KWARGS, AttentionChoice, choose_attention
-from nextai.modules.kernels import apply_liger_kernels
+from nextai.modules.kernels import apply_liger_kernels, compile_decoder_layers
 from nextai.modules.loading import load_causal_lm
 from nextai.modules.lora import check_targets_exist, lora_config, lora_target_modules
 from nextai.modules.loss import describe_linear_cross_entropy, linear_cross_entropy
@@ -91,6 +91,7 @@ class QLoRAModule(L.LightningModule):
         fused_cross_entropy: compute the loss without full-vocabulary logits (Liger's fused kernel on CUDA when
             installed, chunked torch otherwise).
         liger_kernels: Liger-kernel's fused RMSNorm, SwiGLU and RoPE (CUDA).
+        compile_layers: `torch.compile` each decoder layer (its forward and recomputation).
         offload_activations: checkpointed layers keep their input in pinned CPU memory instead of on the GPU.
         memory_budget: a cap such as `38GiB`, or `card`: per decoder layer, keep activations, recompute them or
             offload their input, whichever makes the step fastest under the cap (CUDA; overrides
@@ -119,6 +120,7 @@ class QLoRAModule(L.LightningModule):
         kbit_preparation: bool = True,
         fused_cross_entropy: bool = False,
         liger_kernels: bool = False,
+        compile_layers: bool = False,
         offload_activations: bool = False,
         memory_budget: str | None = None,
         lora_dtype: Literal["float32", "bfloat16"] = "float32",
@@ -217,6 +219,8 @@ class QLoRAModule(L.LightningModule):
                      else "all kept")
         else:
             self._choose_layer_policies(device)
+        if hp.get("compile_layers"):
+            log.info("kernels: %s", compile_decoder_layers(decoder_layers(model)))
         trainable, total = count_parameters(model)
         rank_zero_info(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.4f} %), "
                        f"LoRA r={hp.lora_r} on {', '.join(lora_target_modules(hp.lora_targets))}")
