@@ -148,3 +148,18 @@ def test_a_resume_mid_epoch_onto_another_process_count_trains_the_same_steps(tmp
     assert (f"resume: {done} micro batches into the epoch on each of {before} process(es) = {done * before // after} "
             f"on each of {after}") in logged(resumed)
     assert_same_training(one_process[0], run, f"{before} then {after} process(es)")
+
+
+def test_packed_batches_on_two_processes_match_one_process(tmp_path, nextai_cache):
+    # Padding-free packs of up to 512 tokens, 4 a step: 4 accumulated on 1 process, 2 on each of 2. The packs are
+    # made once from the seed, so both runs train the same packs in the same steps.
+    packed = ["--data.packing", "true", "--data.micro_batch_size", "1", "--data.batch_size", "4",
+              "--data.pack_length", "512"]
+    runs = {}
+    for processes in (1, 2):
+        runs[processes] = tmp_path / f"packed-{processes}"
+        result = fit(runs[processes], nextai_cache, *on(processes), *packed, "--trainer.max_steps", str(STEPS))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"data.batch_size 4 = micro batch 1 x {4 // processes} accumulated x {processes} process" in logged(
+            result)
+    assert_same_training(runs[1], runs[2], "2 processes, packed")
