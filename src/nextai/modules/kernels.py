@@ -25,13 +25,13 @@ def apply_liger_kernels(model, device_type: str) -> str:
 
 def compile_decoder_layers(layers: list) -> str:
     """`torch.compile` each decoder layer in place (`nn.Module.compile`): the layer's forward, and its recomputation
-    under activation checkpointing, run as compiled graphs; the 4-bit matmuls, LoRA and attention kernels stay the
-    calls they are, and whatever Dynamo cannot trace runs eagerly (a graph break, not an error). Since torch 2.5
-    the layers share their compiled graphs (their parameters are graph inputs), so a model of 80 layers compiles
-    about once per input shape. The first step of every new shape pays the compilation.
+    under activation checkpointing, run as compiled graphs; whatever Dynamo cannot trace runs eagerly (a graph
+    break, not an error). The layers share their compiled graph (their parameters are graph inputs), so a model of
+    80 layers compiles about once per input shape; the first step of each new shape pays for it. On the tiny 4-bit
+    model (CPU, bitsandbytes 0.50, peft LoRA) both layers ran as one shared graph with no graph break.
 
     Random ops (LoRA dropout) inside the compiled graphs draw from torch's own generator (`fallback_random`), not
-    Inductor's: the same masks as eager, so a run compiled or not trains the same and resumes bit-exactly.
+    Inductor's: the same masks as eager.
     """
     import torch._inductor.config
 
