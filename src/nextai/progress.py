@@ -28,7 +28,7 @@ def position_for_processes(batches_done: int, saved_processes: int, processes: i
         raise NextaiError(f"the checkpoint is {batches_done} micro batches into its epoch on each of "
                           f"{saved_processes} process(es), {trained} in all, which {processes} processes cannot "
                           f"share evenly: resume with {saved_processes} process(es), or from a checkpoint at an "
-                          f"optimizer step of the effective batch")
+                          f"epoch boundary")
     return trained // processes
 
 
