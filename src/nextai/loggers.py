@@ -54,11 +54,14 @@ class RunCSVLogger(CSVLogger):
             writer.writerows(kept)
 
     def add_row_if_missing(self, step: int, metrics: dict) -> None:
-        """Log `metrics` at `step` unless metrics.csv already has a row for that step."""
+        """Log `metrics` at `step` unless metrics.csv already has them there (other callbacks write rows of their
+        own at the same step number, so the step alone says nothing)."""
         path = os.path.join(self.log_dir, "metrics.csv")
+        keys = [k for k in metrics if k != "epoch"]
         if os.path.isfile(path):
             with open(path, newline="") as f:
-                if any(r.get("step") and int(float(r["step"])) == step for r in csv.DictReader(f)):
+                if any(r.get("step") and int(float(r["step"])) == step and all(r.get(k) for k in keys)
+                       for r in csv.DictReader(f)):
                     return
         self.log_metrics(metrics, step=step)
         self.save()
