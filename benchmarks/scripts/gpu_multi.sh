@@ -3,21 +3,24 @@
 # 7B (tokens/s, the packed v5 recipe, same data and steps), then FSDP with one device on the 70B shape running the
 # packed recipe for a few steps: a smoke check that the sharding wrapper, the bf16 4-bit storage (the random NF4
 # checkpoint is saved with uint8 storage) and the strategy's checkpointing compose. Logs and metrics go to $OUT.
-# Two device commands (each must stay under 600 s):  gpu_multi.sh ddp   then   gpu_multi.sh fsdp
+# Three device commands (each must stay under 600 s): gpu_multi.sh tests, gpu_multi.sh ddp, gpu_multi.sh fsdp
 set -uo pipefail
-part=${1:?usage: gpu_multi.sh ddp|fsdp}
+part=${1:?usage: gpu_multi.sh tests|ddp|fsdp}
 source benchmarks/scripts/gpu_env.sh
 build() { timeout "$2" python3 -c "import logging; logging.basicConfig(level=logging.INFO); from nextai.bench.build import build_random_nf4; build_random_nf4('$1', '/tmp/nextai-bench/$1-nf4')"; }
 # Short examples packed into 4096-token micro batches; epochs are a few steps long, so no epoch limit.
 COMMON=(--config configs/v5.yaml --data.source bundled:alpaca_tiny.jsonl --data.val_size 16 --data.packing true
         --data.pack_length 4096 --trainer.limit_val_batches 0 --trainer.max_epochs 1000 --trainer.log_every_n_steps 1)
+if [ "$part" = tests ]; then
+  timeout 400 python3 -m pytest -m gpu tests -q -p no:cacheprovider -s 2>&1 | tee $OUT/gpu-tests.log | tail -8
+  exit 0
+fi
 if [ "$part" = ddp ]; then
-timeout 150 python3 -m pytest -m gpu tests -q -p no:cacheprovider -s 2>&1 | tee $OUT/gpu-tests.log | tail -8
-build 7b 150
+build 7b 140
 for arm in plain ddp1; do
   extra=(); [ "$arm" = ddp1 ] && extra=(--trainer.strategy ddp --trainer.devices 1)
-  timeout 240 python3 -m nextai fit "${COMMON[@]}" --model.base_model /tmp/nextai-bench/7b-nf4 "${extra[@]}" \
-    --trainer.max_steps 20 --budget.limit 2m --trainer.default_root_dir /tmp/run7b-$arm > $OUT/fit7b-$arm.log 2>&1
+  timeout 200 python3 -m nextai fit "${COMMON[@]}" --model.base_model /tmp/nextai-bench/7b-nf4 "${extra[@]}" \
+    --trainer.max_steps 20 --budget.limit 2m30s --trainer.default_root_dir /tmp/run7b-$arm > $OUT/fit7b-$arm.log 2>&1
   echo "7B $arm: exit $?"; cp /tmp/run7b-$arm/metrics.csv $OUT/fit7b-$arm-metrics.csv 2>/dev/null
   grep -h "effective batch\|attention:\|strategy" $OUT/fit7b-$arm.log | head -4
 done

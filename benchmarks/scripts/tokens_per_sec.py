@@ -15,7 +15,8 @@ WARMUP_STEPS = 3
 
 def column(path: str, name: str) -> list[float]:
     with open(path, newline="") as f:
-        return [float(r[name]) for r in csv.DictReader(f) if r.get(name) and int(float(r["step"])) >= WARMUP_STEPS]
+        # throughput rows carry the optimizer steps done (1 after the first step; 0 after its first micro batch)
+        return [float(r[name]) for r in csv.DictReader(f) if r.get(name) and int(float(r["step"])) > WARMUP_STEPS]
 
 
 def main(paths: list[str]) -> None:

@@ -92,3 +92,9 @@ def test_compiled_decoder_layers_give_the_same_loss_and_gradients(tiny_model_dir
     torch.testing.assert_close(loss, plain_loss, rtol=1e-3, atol=1e-3)
     worst = max(((grads[n].float() - g.float()).norm() / g.float().norm()).item() for n, g in plain_grads.items())
     assert worst <= 2e-2, worst
+
+
+def test_compiled_layers_are_not_combined_with_offloading():
+    # torch.compile breaks the graph at the offloading's saved-tensor hooks: nothing would be compiled.
+    with pytest.raises(NextaiError, match="model.compile_layers with model.offload_activations"):
+        QLoRAModule(compile_layers=True, offload_activations=True)

@@ -18,6 +18,9 @@ def test_a_prequantized_checkpoint_is_read_in_the_storage_asked_for(prequantized
     restored = load_causal_lm(str(prequantized_tiny_dir), Quantization(bnb_4bit_quant_storage="bfloat16"), "sdpa",
                               "cpu")
     assert four_bit_dtypes(restored) == {torch.bfloat16}
+    layers = [m for m in restored.modules() if type(m).__name__ == "Linear4bit"]
+    assert layers and all(m.quant_storage == torch.bfloat16 for m in layers)
+    assert restored.config.quantization_config.bnb_4bit_quant_storage == torch.bfloat16
     assert "saved in another storage dtype by the checkpoint, read as bfloat16" in caplog.text
     tokens = torch.randint(0, 100, (2, 24), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

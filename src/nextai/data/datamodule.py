@@ -114,6 +114,7 @@ class InstructionDataModule(L.LightningDataModule):
         self.train_set = None
         self.val_set = None
         self._resume_position: dict | None = None
+        self._train_sampler = None  # the training loader's batch sampler, once built
         self._data_key: str | None = None  # the tokenized set in use (records, tokenizer, cutoff, masking)
 
     # ---------------------------------------------------------------------------------- preparation
@@ -210,23 +211,39 @@ class InstructionDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader(self.train_set, shuffle=True)
-        if self._resume_position is not None:
-            position, self._resume_position = self._resume_position, None
-            batches_done = position["batches_done"]
-            if batches_done:  # at an epoch's start nothing is skipped: any settings may change
-                saved = position.get("sampling") or {}
-                self._check_same_sampling(saved)
-                batches_done = self._position_here(batches_done, saved.get("processes", self._rank()[1]))
-            loader.batch_sampler.resume_at(position["epoch"], batches_done)
+        self._train_sampler = loader.batch_sampler
+        self._apply_resume_position()
         return loader
+
+    def _apply_resume_position(self) -> None:
+        """Point the training sampler at the restored position, once both exist. Usually the state is restored
+        first; under FSDP Lightning restores it after building the training loader (`restore_checkpoint_after_setup`)
+        and does not build it again."""
+        if self._resume_position is None or self._train_sampler is None:
+            return
+        position, self._resume_position = self._resume_position, None
+        batches_done = position["batches_done"]
+        if batches_done:  # at an epoch's start nothing is skipped: any settings may change
+            saved = position.get("sampling") or {}
+            self._check_same_sampling(saved)
+            batches_done = self._position_here(batches_done, saved.get("processes", self._rank()[1]))
+        self._train_sampler.resume_at(position["epoch"], batches_done)
 
     def _position_here(self, batches_done: int, saved_processes: int) -> int:
         """The epoch position for this run's process count (Lightning's batch counters are moved the same way by
-        `ProcessCountResume`)."""
+        `ProcessCountResume`, which the nextai CLI always adds)."""
         rank, processes = self._rank()
         if processes == saved_processes:
             return batches_done
+        if not any(type(c).__name__ == "ProcessCountResume" for c in self.trainer.callbacks):
+            raise NextaiError(f"the checkpoint is inside an epoch on {saved_processes} process(es) and this run has "
+                              f"{processes}: add the callback nextai.callbacks.ProcessCountResume (it moves "
+                              f"Lightning's batch counters too), or resume on {saved_processes}")
         here = position_for_processes(batches_done, saved_processes, processes)
+        if here >= len(self._train_sampler):
+            raise NextaiError(f"the checkpoint's {batches_done * saved_processes} micro batches of its epoch are "
+                              f"all that {processes} processes train of it: resume on {saved_processes} "
+                              f"process(es), or from the next epoch's first checkpoint")
         if rank == 0:
             log.info("resume: %d micro batches into the epoch on each of %d process(es) = %d on each of %d: the same "
                      "%d micro batches of the epoch's plan are skipped", batches_done, saved_processes, here,
@@ -269,3 +286,4 @@ class InstructionDataModule(L.LightningDataModule):
     def load_state_dict(self, state_dict: dict) -> None:
         if state_dict:
             self._resume_position = dict(state_dict)
+            self._apply_resume_position()

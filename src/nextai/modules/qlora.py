@@ -140,6 +140,9 @@ class QLoRAModule(L.LightningModule):
             raise NextaiError(f"cutoff_len must be a positive number of tokens, got {cutoff_len}")
         if memory_budget not in (None, "card"):
             budget_bytes(memory_budget, torch.device("cpu"))  # parse now: a bad value fails before loading
+        if compile_layers and offload_activations:
+            raise NextaiError("model.compile_layers with model.offload_activations: torch.compile does not trace "
+                              "the offloading hooks, so the layers would run uncompiled; choose one")
         self.strict_loading = False  # checkpoints hold the trainable weights only; on_load_checkpoint checks them
         self.model = None
         self.memory_plan = None
@@ -220,7 +223,11 @@ class QLoRAModule(L.LightningModule):
         else:
             self._choose_layer_policies(device)
         if hp.get("compile_layers"):
+            # After the activation policies: the memory plan was measured on uncompiled layers.
             log.info("kernels: %s", compile_decoder_layers(decoder_layers(model)))
+            if self.memory_plan is not None and "offload" in self.memory_plan.policies:
+                log.warning("kernels: the memory plan offloads some layers; torch.compile does not trace the "
+                            "offloading hooks, so those layers run uncompiled")
         trainable, total = count_parameters(model)
         rank_zero_info(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.4f} %), "
                        f"LoRA r={hp.lora_r} on {', '.join(lora_target_modules(hp.lora_targets))}")

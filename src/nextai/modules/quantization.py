@@ -92,5 +92,9 @@ def restore_quant_storage(model, storage: torch.dtype) -> int:
             packed.view(storage).reshape(-1, 1), requires_grad=False, quant_state=weight.quant_state,
             blocksize=weight.blocksize, compress_statistics=weight.compress_statistics, quant_type=weight.quant_type,
             quant_storage=storage, module=module, bnb_quantized=True)
+        module.quant_storage = storage
         changed += 1
+    config = getattr(getattr(model, "config", None), "quantization_config", None)
+    if changed and config is not None and hasattr(config, "bnb_4bit_quant_storage"):
+        config.bnb_4bit_quant_storage = storage  # what the weights now are
     return changed
