@@ -22,8 +22,8 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from nextai.callbacks import (EpochEndResume, GracefulStop, PeakMemoryMonitor, ProcessCountResume, RunStatus,
-                              TokenThroughput, WallClockBudget)
+from nextai.callbacks import (EpochPosition, GracefulStop, PeakMemoryMonitor, RunStatus, TokenThroughput,
+                              WallClockBudget)
 from nextai.checkpoint_io import AtomicCheckpointIO
 from nextai.clock import clear_job_start, mark_job_start, process_started_at
 from nextai.data.datamodule import InstructionDataModule, accumulation_steps, micro_batch_tokens
@@ -63,7 +63,7 @@ class NextaiCLI(LightningCLI):
             trainer_class=NextaiTrainer,
             trainer_defaults={
                 "callbacks": [TokenThroughput(), LearningRateMonitor(logging_interval="step"), GracefulStop(),
-                              RunStatus(), EpochEndResume(), ProcessCountResume()],
+                              RunStatus(), EpochPosition()],
                 # nextai's samplers give each process its own share of every epoch (resumable, packing-aware).
                 "use_distributed_sampler": False,
             },

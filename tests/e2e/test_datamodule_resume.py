@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from nextai.callbacks import ProcessCountResume
+from nextai.callbacks import EpochPosition
 from nextai.data.datamodule import InstructionDataModule
 from nextai.errors import NextaiError
 
@@ -46,7 +46,7 @@ def test_the_position_is_applied_in_either_order(state_first):
 
 def test_another_process_count_continues_the_same_plan():
     one = datamodule().train_dataloader().batch_sampler
-    module = datamodule(processes=2, callbacks=[ProcessCountResume()])
+    module = datamodule(processes=2, callbacks=[EpochPosition()])
     sampler = module.train_dataloader().batch_sampler
     module.load_state_dict(position(module, 8, processes=1))  # 8 on 1 process = 4 on each of 2
     assert list(sampler) == sampler.batches()[4:]
@@ -56,12 +56,12 @@ def test_another_process_count_continues_the_same_plan():
 def test_another_process_count_without_the_counter_callback_is_refused():
     module = datamodule(processes=2)
     module.train_dataloader()
-    with pytest.raises(NextaiError, match="add the callback nextai.callbacks.ProcessCountResume"):
+    with pytest.raises(NextaiError, match="add the callback nextai.callbacks.EpochPosition"):
         module.load_state_dict(position(module, 8, processes=1))
 
 
 def test_a_position_at_the_new_counts_epoch_end_is_refused():
-    module = datamodule(processes=2, callbacks=[ProcessCountResume()])
+    module = datamodule(processes=2, callbacks=[EpochPosition()])
     per_rank = len(module.train_dataloader().batch_sampler)
     with pytest.raises(NextaiError, match="resume on 1 process"):
         module.load_state_dict(position(module, 2 * per_rank, processes=1))

@@ -3,12 +3,11 @@ the run record."""
 
 from nextai.callbacks.budget import WallClockBudget
 from nextai.callbacks.checkpoint import RunCheckpoint
-from nextai.callbacks.epoch_end import EpochEndResume
+from nextai.callbacks.epoch_position import EpochPosition
 from nextai.callbacks.peak_memory import PeakMemoryMonitor
 from nextai.callbacks.preemption import GracefulStop
-from nextai.callbacks.process_count import ProcessCountResume
 from nextai.callbacks.run_status import RunStatus
 from nextai.callbacks.throughput import TokenThroughput
 
-__all__ = ["EpochEndResume", "GracefulStop", "PeakMemoryMonitor", "ProcessCountResume", "RunCheckpoint", "RunStatus",
-           "TokenThroughput", "WallClockBudget"]
+__all__ = ["EpochPosition", "GracefulStop", "PeakMemoryMonitor", "RunCheckpoint", "RunStatus", "TokenThroughput",
+           "WallClockBudget"]

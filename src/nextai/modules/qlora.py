@@ -321,7 +321,7 @@ class QLoRAModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._rng_to_restore = checkpoint.get("rng_states")
         batches = saved_batch_progress(checkpoint) or {}
-        # between epochs: no batch of the next epoch ran (EpochEndResume), or saved on the epoch's last batch
+        # between epochs: no batch of the next epoch ran (EpochPosition), or saved on the epoch's last batch
         self._rng_at_epoch_start = (batches.get("current", {}).get("processed") == 0
                                     or bool(batches.get("is_last_batch")))
         saved = checkpoint.get("state_dict", {})

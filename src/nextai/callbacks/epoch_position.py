@@ -1,0 +1,38 @@
+"""`EpochPosition`: a checkpoint's place inside its epoch, as Lightning's batch counters hold it, made right for the
+run that resumes from it.
+
+- **Between two epochs.** Lightning counts the epoch as over once its last batch ran (`trainer.current_epoch`
+  moves on), but that epoch's batch counters stay full until the next epoch starts. A checkpoint written in
+  between (the final save after `max_steps`, a stop on the last batch) would resume "epoch E+1, N batches already
+  done": Lightning would then train nothing in epoch E+1, and a resumable sampler would skip all of it. Such a
+  checkpoint gets the counters of an epoch not yet begun, which is what it is.
+- **Another process count.** Lightning counts an epoch's micro batches per process. Every process count cuts an
+  epoch into the same plan of micro batches and the processes take turns along it, so "N done on each of P
+  processes" is the plan's first N x P: on P' processes, N x P / P' each. The data module moves its sampler by
+  that rule; this moves Lightning's counters (its validation schedule and epoch end read them) before they are
+  restored.
+"""
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from nextai.progress import between_epochs, move_saved_epoch_position, position_for_processes, saved_batch_progress
+
+PROCESSES_KEY = "nextai_processes"
+
+
+class EpochPosition(Callback):
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint[PROCESSES_KEY] = trainer.world_size
+        progress = saved_batch_progress(checkpoint)
+        if progress is not None and between_epochs(trainer):
+            progress["current"] = {key: 0 for key in progress["current"]}
+            progress["is_last_batch"] = False
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        saved, progress = checkpoint.get(PROCESSES_KEY), saved_batch_progress(checkpoint)
+        if saved is None or progress is None or saved == trainer.world_size:
+            return
+        done = progress["current"]["processed"]
+        if done:
+            move_saved_epoch_position(checkpoint, position_for_processes(done, saved, trainer.world_size))
