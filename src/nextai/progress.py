@@ -18,7 +18,6 @@ def saved_batch_progress(checkpoint: dict) -> dict | None:
     return checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress")
 
 
-
 def position_for_processes(batches_done: int, saved_processes: int, processes: int) -> int:
     """Micro batches each of `processes` processes has done, given that each of `saved_processes` did
     `batches_done`. Every process count cuts an epoch into the same plan and the processes take turns along it, so

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 FSDP_PARAM_DTYPE = {"bf16-mixed": "bfloat16", "bf16-true": "bfloat16", "bf16": "bfloat16",
                     "16-mixed": "float16", "16-true": "float16", "16": "float16",
                     "32-true": "float32", "32": "float32"}
-# Single-GPU levers that manage activations themselves; under FSDP the strategy checkpoints the decoder layers.
+# Single-GPU levers that manage activations or wrap the decoder layers themselves; under FSDP the strategy
+# wraps and checkpoints the decoder layers.
 NOT_WITH_FSDP = ("offload_activations", "memory_budget", "compile_layers")
 
 

@@ -130,8 +130,9 @@ class InstructionDataModule(L.LightningDataModule):
                  "train_on_inputs": self.train_on_inputs, "add_eos_token": self.add_eos_token}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
-    def tokenized_path(self) -> Path:
-        return self.cache_dir / "tokenized" / self.cache_key()
+    def tokenized_path(self, key: str | None = None) -> Path:
+        """Where the tokenized set of `key` (default: this configuration's `cache_key()`) is cached."""
+        return self.cache_dir / "tokenized" / (key or self.cache_key())
 
     def prepare_data(self) -> None:
         """Tokenize once; later runs with the same records, tokenizer and settings reuse the cached result."""
@@ -166,7 +167,7 @@ class InstructionDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         self._data_key = self.cache_key()
-        dataset = datasets.load_from_disk(str(self.cache_dir / "tokenized" / self._data_key))
+        dataset = datasets.load_from_disk(str(self.tokenized_path(self._data_key)))
         val_count = self._val_count(len(dataset))
         if val_count:
             split = dataset.train_test_split(test_size=val_count, seed=self.seed, shuffle=True)
@@ -231,13 +232,13 @@ class InstructionDataModule(L.LightningDataModule):
 
     def _position_here(self, batches_done: int, saved_processes: int) -> int:
         """The epoch position for this run's process count (Lightning's batch counters are moved the same way by
-        `ProcessCountResume`, which the nextai CLI always adds)."""
+        `EpochPosition`, which the nextai CLI always adds)."""
         rank, processes = self._rank()
         if processes == saved_processes:
             return batches_done
-        if not any(type(c).__name__ == "ProcessCountResume" for c in self.trainer.callbacks):
+        if not any(type(c).__name__ == "EpochPosition" for c in self.trainer.callbacks):
             raise NextaiError(f"the checkpoint is inside an epoch on {saved_processes} process(es) and this run has "
-                              f"{processes}: add the callback nextai.callbacks.ProcessCountResume (it moves "
+                              f"{processes}: add the callback nextai.callbacks.EpochPosition (it moves "
                               f"Lightning's batch counters too), or resume on {saved_processes}")
         here = position_for_processes(batches_done, saved_processes, processes)
         if here >= len(self._train_sampler):
@@ -278,7 +279,7 @@ class InstructionDataModule(L.LightningDataModule):
         """Where training stands inside the current epoch, read from the trainer's own progress counters."""
         if self.trainer is None:
             return {}
-        # An epoch whose batches all ran resumes as the next epoch's start (see EpochEndResume).
+        # An epoch whose batches all ran resumes as the next epoch's start (see EpochPosition).
         progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
         batches_done = 0 if between_epochs(self.trainer) else progress.processed
         return {"epoch": self.trainer.current_epoch, "batches_done": batches_done, "sampling": self._sampling()}

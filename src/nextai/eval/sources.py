@@ -58,7 +58,6 @@ def load_hub(dataset: str, config: str | None, split: str):
         raise NextaiError(f"cannot load dataset {where}: {type(err).__name__}: {first_line(err)}") from None
 
 
-
 def read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")

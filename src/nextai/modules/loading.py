@@ -7,7 +7,7 @@ import torch
 
 from nextai.errors import NextaiError, first_line
 from nextai.modules.attention import AttentionChoice, choose_attention
-from nextai.modules.quantization import Quantization, differences_from_checkpoint, restore_quant_storage
+from nextai.modules.quantization import Quantization, reconcile_with_checkpoint
 from nextai.tiny import resolve_pretrained
 
 log = logging.getLogger(__name__)
@@ -28,17 +28,7 @@ def load_causal_lm(name_or_path: str, quantization: Quantization, attn_implement
             attn_implementation=implementation, device_map={"": device})
     except (OSError, ValueError) as err:
         raise NextaiError(f"cannot load model '{name_or_path}': {first_line(err)}") from None
-    used = getattr(model.config, "quantization_config", None)
-    if quantization.enabled and used is not None:
-        used = used if isinstance(used, dict) else used.to_dict()
-        if differences := differences_from_checkpoint(quantization, used):
-            log.warning("the checkpoint was saved quantized and loads as it was: model.quantization %s",
-                        "; ".join(differences))
-    if quantization.load_in_4bit:
-        storage = getattr(torch, quantization.bnb_4bit_quant_storage)
-        if changed := restore_quant_storage(model, storage):
-            log.info("4-bit weights: %d saved in another storage dtype by the checkpoint, read as %s "
-                     "(model.quantization.bnb_4bit_quant_storage)", changed, quantization.bnb_4bit_quant_storage)
+    reconcile_with_checkpoint(model, quantization)
     ran = getattr(model.config, "_attn_implementation", implementation)
     log.info("attention: %s (%s)", ran, reason)
     model.config.use_cache = False

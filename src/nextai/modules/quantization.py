@@ -1,11 +1,14 @@
 """The bitsandbytes settings of the report's Table 2, as typed arguments, and their `BitsAndBytesConfig`."""
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch
 
 from nextai.errors import NextaiError
+
+log = logging.getLogger(__name__)
 
 DTypeName = Literal["bfloat16", "float16", "float32"]
 StorageName = Literal["uint8", "bfloat16", "float16", "float32"]
@@ -98,3 +101,18 @@ def restore_quant_storage(model, storage: torch.dtype) -> int:
     if changed and config is not None and hasattr(config, "bnb_4bit_quant_storage"):
         config.bnb_4bit_quant_storage = storage  # what the weights now are
     return changed
+
+
+def reconcile_with_checkpoint(model, quantization: Quantization) -> None:
+    """After loading: name the settings a checkpoint saved already quantized kept against `quantization` (a
+    warning), and give its 4-bit weights the storage dtype asked for (logged)."""
+    used = getattr(model.config, "quantization_config", None)
+    if quantization.enabled and used is not None:
+        used = used if isinstance(used, dict) else used.to_dict()
+        if differences := differences_from_checkpoint(quantization, used):
+            log.warning("the checkpoint was saved quantized and loads as it was: model.quantization %s",
+                        "; ".join(differences))
+    if quantization.load_in_4bit:
+        if changed := restore_quant_storage(model, getattr(torch, quantization.bnb_4bit_quant_storage)):
+            log.info("4-bit weights: %d saved in another storage dtype by the checkpoint, read as %s "
+                     "(model.quantization.bnb_4bit_quant_storage)", changed, quantization.bnb_4bit_quant_storage)
