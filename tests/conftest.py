@@ -1,5 +1,6 @@
 """Shared test setup: an isolated nextai cache per session, no hub access, GPU tests skipped without CUDA."""
 
+import logging
 import os
 
 import pytest
@@ -59,3 +60,30 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+class _Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def log_messages():
+    """`log_messages("nextai.x")` -> the list that collects that logger's messages for the rest of the test,
+    whether or not the CLI has stopped nextai's loggers propagating to the root (where caplog listens)."""
+    attached: list[tuple[logging.Logger, _Recorder]] = []
+
+    def record(name: str) -> list[str]:
+        recorder = _Recorder()
+        logger = logging.getLogger(name)
+        logger.addHandler(recorder)
+        attached.append((logger, recorder))
+        return recorder.messages
+
+    yield record
+    for logger, recorder in attached:
+        logger.removeHandler(recorder)

@@ -2,7 +2,6 @@
 the real 4-bit + LoRA path (CPU)."""
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
@@ -127,36 +126,20 @@ def test_a_checkpoint_of_another_lora_rank_is_named(runs):
         attach_checkpoint(module, base, str(second / "checkpoints" / "last.ckpt"))
 
 
-class Recorder(logging.Handler):
-    """Collects one logger's messages (the CLI stops nextai's loggers propagating to the root, where caplog is)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-def test_a_run_trained_packed_is_evaluated_from_its_checkpoint_with_padded_attention(tmp_path):
+def test_a_run_trained_packed_is_evaluated_from_its_checkpoint_with_padded_attention(tmp_path, log_messages):
     """Packed training picks a varlen kernel (on CUDA `nextai_varlen`, which runs packed batches only); generation
     from the run's checkpoint must load the base for padded batches instead."""
     packed = ["--data.packing", "true", "--data.pack_length", "512", "--data.micro_batch_size", "1"]
-    recorder = Recorder()
-    loading = logging.getLogger("nextai.modules.loading")
-    loading.addHandler(recorder)
-    try:
-        main(["fit", "--config", TINY, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "1",
-              "--data.batch_size", "1", *packed])
-        trained = list(recorder.messages)
-        recorder.messages.clear()
-        main([*EVALUATE, "--trainer.default_root_dir", str(tmp_path), *packed, "--limit", "1", "--tasks", "[mmlu]",
-              "--mmlu_subjects", "[philosophy]", "--ckpt_path", str(tmp_path / "checkpoints" / "last.ckpt")])
-    finally:
-        loading.removeHandler(recorder)
+    messages = log_messages("nextai.modules.loading")
+    main(["fit", "--config", TINY, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "1",
+          "--data.batch_size", "1", *packed])
+    trained = list(messages)
+    messages.clear()
+    main([*EVALUATE, "--trainer.default_root_dir", str(tmp_path), *packed, "--limit", "1", "--tasks", "[mmlu]",
+          "--mmlu_subjects", "[philosophy]", "--ckpt_path", str(tmp_path / "checkpoints" / "last.ckpt")])
     attention = [m for m in trained if m.startswith("attention: ")]
     assert len(attention) == 1 and "packed batches on cpu" in attention[0]
-    assert [m for m in recorder.messages if m.startswith("attention: ")] == [
+    assert [m for m in messages if m.startswith("attention: ")] == [
         "attention: sdpa (auto: no CUDA device, so torch's scaled_dot_product_attention)"]
     found = results(tmp_path)
     assert found["model"]["checkpoint"] == str(tmp_path / "checkpoints" / "last.ckpt")

@@ -1,6 +1,5 @@
 """Quantization, LoRA presets, attention choice and optimizer settings, checked without loading a model."""
 
-import logging
 
 import pytest
 import torch
@@ -91,18 +90,7 @@ def test_plan_without_a_budget_callback_assumes_the_budgets_default():
     assert trainer.budget_limit_s() == 90 * 60
 
 
-class Recorder(logging.Handler):
-    """Collects one logger's messages, whether or not the CLI has stopped nextai's loggers propagating."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-def test_a_flash_attn_that_does_not_import_is_not_chosen(tmp_path, monkeypatch):
+def test_a_flash_attn_that_does_not_import_is_not_chosen(tmp_path, monkeypatch, log_messages):
     """A flash-attn built for another torch is found by the import system but fails to import (undefined symbol)."""
     from nextai.modules import attention
 
@@ -112,12 +100,11 @@ def test_a_flash_attn_that_does_not_import_is_not_chosen(tmp_path, monkeypatch):
         "raise ImportError('flash_attn_2_cuda.so: undefined symbol: _ZN3c104cuda9SetDeviceEi')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     attention.flash_attn_unusable.cache_clear()
-    recorder = Recorder()
-    attention.log.addHandler(recorder)
+    messages = log_messages(attention.log.name)
     try:
         assert not attention.flash_attn_available()
         assert not attention.flash_attn_available()  # tried once, logged once
-        assert recorder.messages == [
+        assert messages == [
             "flash-attn is installed but does not import (ImportError: flash_attn_2_cuda.so: undefined symbol: "
             "_ZN3c104cuda9SetDeviceEi); torch's attention is used instead"]
         implementation, reason = choose_attention("auto", "cuda")
@@ -126,5 +113,4 @@ def test_a_flash_attn_that_does_not_import_is_not_chosen(tmp_path, monkeypatch):
         with pytest.raises(NextaiError, match="needs flash-attn: flash-attn is installed but does not import"):
             choose_attention("flash_attention_2", "cuda")
     finally:
-        attention.log.removeHandler(recorder)
         attention.flash_attn_unusable.cache_clear()
