@@ -31,8 +31,8 @@ from nextai.errors import NextaiError
 from nextai.loggers import RunCSVLogger
 from nextai.modules.qlora import QLoRAModule
 from nextai.rundir import CHECKPOINT_DIR, check_run_dir
-from nextai.strategies import (decoder_layer_names, fsdp_quant_storage, is_fsdp, per_process_accumulation, processes,
-                               qlora_fsdp_strategy)
+from nextai.strategies import (check_fsdp_model, decoder_layer_names, fsdp_quant_storage, is_fsdp,
+                               per_process_accumulation, processes, qlora_fsdp_strategy)
 from nextai.tiny import resolve_pretrained
 from nextai.trainer import NextaiTrainer
 
@@ -118,6 +118,7 @@ class NextaiCLI(LightningCLI):
         if trainer_config.get("strategy") == "fsdp" and self.model is not None:
             # Lightning's FSDPStrategy, configured for a 4-bit base with LoRA (see nextai.strategies).
             hp = self.model.hparams
+            check_fsdp_model(hp)  # before any process is launched
             layers = decoder_layer_names(hp.base_model)
             kwargs["strategy"] = qlora_fsdp_strategy(layers, activation_checkpointing=hp.gradient_checkpointing)
             log.info("fsdp: %s wrapped and%s recomputed per layer, LoRA weights in units of their own, "
@@ -140,7 +141,11 @@ class NextaiCLI(LightningCLI):
         except ValueError as err:
             if not is_fsdp(kwargs.get("strategy", "")):
                 raise
-            raise NextaiError(f"trainer.strategy fsdp: {err}") from None  # e.g. FSDP on a CPU: one line, not a trace
+            raise NextaiError(f"trainer.strategy fsdp: {err}") from None  # a bad FSDP setting: one line, not a trace
+        if is_fsdp(trainer.strategy) and trainer.strategy.root_device.type != "cuda":
+            # Lightning checks this for its own FSDPStrategy only, not for nextai's subclass.
+            raise NextaiError(f"trainer.strategy fsdp needs CUDA GPUs (torch's FSDP does not run on the "
+                              f"{trainer.strategy.root_device.type}); set trainer.accelerator gpu")
         if self.datamodule is not None:
             set_effective_batch(trainer, self.datamodule.batch_size, self.datamodule.micro_batch_size)
         return trainer

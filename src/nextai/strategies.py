@@ -20,6 +20,15 @@ FSDP_PARAM_DTYPE = {"bf16-mixed": "bfloat16", "bf16-true": "bfloat16", "bf16": "
 # Single-GPU levers that manage activations or wrap the decoder layers themselves; under FSDP the strategy
 # wraps and checkpoints the decoder layers.
 NOT_WITH_FSDP = ("offload_activations", "memory_budget", "compile_layers")
+# What FSDP and activation checkpointing put in front of a parameter's name; state dicts are keyed without them.
+WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+
+
+def clean_name(name: str) -> str:
+    """A parameter or module name as the unwrapped model has it (torch's own state dicts strip the same)."""
+    for prefix in WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
 
 
 def processes(trainer) -> int:
@@ -88,11 +97,13 @@ def qlora_fsdp_strategy(layer_names: set[str], activation_checkpointing: bool, *
     `use_orig_params=True` (a unit mixes frozen and trainable parameters, and the optimizer is built from the
     trainable ones by name), decoder layers recomputed in the backward pass by the strategy's activation
     checkpointing, full state dicts gathered on rank 0 (checkpoints stay adapter-sized and load onto any number of
-    devices). `overrides` go to `FSDPStrategy` as they are."""
+    devices; only the LoRA weights are gathered: `nextai.fsdp_checkpoint`). `overrides` go to `FSDPStrategy` as
+    they are."""
     from functools import partial
 
-    from lightning.pytorch.strategies import FSDPStrategy
     from torch.distributed.fsdp.wrap import CustomPolicy
+
+    from nextai.fsdp_checkpoint import QLoRAFSDPStrategy
 
     layers = frozenset(layer_names)
     settings = {
@@ -105,7 +116,7 @@ def qlora_fsdp_strategy(layer_names: set[str], activation_checkpointing: bool, *
         "limit_all_gathers": True,
         **overrides,
     }
-    return FSDPStrategy(**settings)
+    return QLoRAFSDPStrategy(**settings)
 
 
 def fsdp_quant_storage(quantization, precision: str | None) -> str | None:
@@ -130,8 +141,16 @@ def fsdp_quant_storage(quantization, precision: str | None) -> str | None:
 
 def check_fsdp_model(hparams) -> None:
     """Options that manage activations or wrap the decoder layers themselves cannot be combined with FSDP (which
-    wraps the layers: compiling them first is untested)."""
+    wraps the layers: compiling them first is untested), nor can bitsandbytes' 8-bit optimizers: their quantized
+    states belong to each process's shard and FSDP cannot gather them into a checkpoint (bitsandbytes#89, #2080)."""
+    from nextai.modules.optim import STATE_BYTES_PER_PARAM
+
     used = [name for name in NOT_WITH_FSDP if hparams.get(name)]
     if used:
         raise NextaiError(f"model.{used[0]} is a single-GPU lever; with trainer.strategy fsdp the strategy "
                           "shards the weights and recomputes the decoder layers: leave it unset")
+    optimizer = hparams.get("optimizer")
+    if STATE_BYTES_PER_PARAM.get(optimizer, 8) < 8:
+        raise NextaiError(f"model.optimizer {optimizer} keeps 8-bit states per FSDP shard, which cannot be gathered "
+                          "into a checkpoint; with trainer.strategy fsdp use model.optimizer adamw (fp32 states of "
+                          "the LoRA weights only: megabytes)")

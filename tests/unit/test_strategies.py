@@ -11,6 +11,7 @@ from torch.distributed.fsdp.wrap import CustomPolicy
 import nextai.cli
 from nextai.cli import NextaiCLI
 from nextai.errors import NextaiError
+from nextai.fsdp_checkpoint import QLoRAFSDPStrategy
 from nextai.modules.qlora import QLoRAModule
 from nextai.modules.quantization import Quantization
 from nextai.strategies import (decoder_layer_names, fsdp_quant_storage, is_fsdp, per_process_accumulation,
@@ -58,7 +59,7 @@ def test_ddp_config_with_an_indivisible_batch_fails_before_training():
 
 
 def test_fsdp_config_builds_nextai_strategy_and_bf16_storage(monkeypatch):
-    """On a CPU Lightning refuses FSDP; before that the CLI has set the storage dtype and built nextai's strategy."""
+    """On a CPU nextai refuses FSDP; before that the CLI has set the storage dtype and built nextai's strategy."""
     built = {}
 
     def spy_strategy(layers, activation_checkpointing):
@@ -72,11 +73,19 @@ def test_fsdp_config_builds_nextai_strategy_and_bf16_storage(monkeypatch):
 
     monkeypatch.setattr(nextai.cli, "qlora_fsdp_strategy", spy_strategy)
     monkeypatch.setattr(nextai.cli, "fsdp_quant_storage", spy_storage)
-    with pytest.raises(NextaiError, match="trainer.strategy fsdp: The strategy `fsdp` requires a GPU accelerator"):
-        cli("--trainer.accelerator", "cpu", "--trainer.strategy", "fsdp", "--trainer.devices", "2")
+    with pytest.raises(NextaiError, match="trainer.strategy fsdp needs CUDA GPUs .* on the cpu"):
+        cli("--trainer.accelerator", "cpu", "--trainer.strategy", "fsdp", "--trainer.devices", "2",
+            "--model.optimizer", "adamw")
     assert built["quantization"].bnb_4bit_quant_storage == "bfloat16"
     assert built["layers"] == {"LlamaDecoderLayer"} and built["checkpointing"] is True
-    assert isinstance(built["strategy"], FSDPStrategy)
+    assert isinstance(built["strategy"], QLoRAFSDPStrategy)
+
+
+@pytest.mark.parametrize("optimizer", ["paged_adamw_8bit", "adamw_8bit"])
+def test_fsdp_refuses_8bit_optimizers_before_launching(optimizer):
+    with pytest.raises(NextaiError, match=f"model.optimizer {optimizer} keeps 8-bit states per FSDP shard"):
+        cli("--trainer.accelerator", "cpu", "--trainer.strategy", "fsdp", "--trainer.devices", "2",
+            "--model.optimizer", optimizer)
 
 
 def test_fsdp_strategy_settings():
@@ -127,7 +136,7 @@ def units(model, layers: set[str]) -> dict[str, set[torch.dtype]]:
 
 def build(sharded: bool, base_model: str = "tiny") -> QLoRAModule:
     module = QLoRAModule(base_model=base_model, quantization=Quantization(bnb_4bit_quant_storage="bfloat16"),
-                         attn_implementation="sdpa", lora_r=8, lora_targets="all")
+                         attn_implementation="sdpa", lora_r=8, lora_targets="all", optimizer="adamw")
     module.build_model("cpu", sharded=sharded)
     return module
 

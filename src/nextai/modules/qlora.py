@@ -145,6 +145,7 @@ class QLoRAModule(L.LightningModule):
                               "the offloading hooks, so the layers would run uncompiled; choose one")
         self.strict_loading = False  # checkpoints hold the trainable weights only; on_load_checkpoint checks them
         self.model = None
+        self._trainable: dict[str, torch.Size] = {}
         self.memory_plan = None
         self.val_loss = MeanMetric()
         self._offloader = PinnedOffloader()
@@ -205,6 +206,7 @@ class QLoRAModule(L.LightningModule):
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
         model = get_peft_model(model, lora_config(hp.lora_r, hp.lora_alpha, hp.lora_dropout, hp.lora_targets))
         self.model = model
+        self._trainable = {f"model.{name}": p.shape for name, p in model.named_parameters() if p.requires_grad}
         if hp.get("lora_dtype", "float32") != "float32":
             for parameter in model.parameters():
                 if parameter.requires_grad:
@@ -300,7 +302,9 @@ class QLoRAModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------------- checkpoints
     def trainable_names(self) -> dict[str, torch.Size]:
-        return {name: p.shape for name, p in self.named_parameters() if p.requires_grad}
+        """Trainable weights and their full shapes, named as in checkpoints. Recorded when the model is built:
+        FSDP later puts wrapper prefixes in the names and flattens each process's share of the weights."""
+        return dict(self._trainable)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         trainable = self.trainable_names()
@@ -324,7 +328,10 @@ class QLoRAModule(L.LightningModule):
         # between epochs: no batch of the next epoch ran (EpochPosition), or saved on the epoch's last batch
         self._rng_at_epoch_start = (batches.get("current", {}).get("processed") == 0
                                     or bool(batches.get("is_last_batch")))
-        saved = checkpoint.get("state_dict", {})
+        self.check_saved_weights(checkpoint.get("state_dict", {}))
+
+    def check_saved_weights(self, saved: dict) -> None:
+        """The checkpoint holds a weight of the right shape for every trainable weight, else one line."""
         for name, shape in self.trainable_names().items():
             if name not in saved:
                 raise NextaiError(f"checkpoint has no weights for {name}: it was saved with other LoRA targets "
