@@ -28,11 +28,27 @@ python3 benchmarks/scripts/tokens_per_sec.py $OUT/fit7b-plain-metrics.csv $OUT/f
   | tee $OUT/ddp1-vs-plain.md
 fi
 [ "$part" = fsdp ] || exit 0
-build 70b 230
-timeout 340 python3 -m nextai fit "${COMMON[@]}" --config configs/v5-fsdp.yaml --trainer.devices 1 \
-  --model.base_model /tmp/nextai-bench/70b-nf4 --data.batch_size 4 --data.micro_batch_size 1 \
-  --trainer.max_steps 4 --budget.limit 5m --trainer.default_root_dir /tmp/run70b-fsdp1 > $OUT/fsdp70b.log 2>&1
-echo "70B FSDP x1: exit $?"; grep -h "fsdp\|4-bit weights\|attention:\|Error\|error" $OUT/fsdp70b.log | head -12
-cp /tmp/run70b-fsdp1/metrics.csv $OUT/fsdp70b-metrics.csv /tmp/run70b-fsdp1/peak_memory.json $OUT/ 2>/dev/null
+# FSDP x1 on the 70B shape: 4 steps with a checkpoint every 2, then the same run resumed from step 2 in another
+# directory (the adapter-only checkpoint read back by the strategy): steps 3 and 4 must log the same train loss.
+build 70b 200
+EVERY2=(--trainer.callbacks '[{"class_path": "nextai.callbacks.RunCheckpoint", "init_args": {"every_n_train_steps": 2}}]')
+FSDP1=("${COMMON[@]}" --config configs/v5-fsdp.yaml --trainer.devices 1 --model.base_model /tmp/nextai-bench/70b-nf4
+       --data.batch_size 2 --data.micro_batch_size 1 --trainer.max_steps 4 --budget.limit 3m "${EVERY2[@]}")
+timeout 180 python3 -m nextai fit "${FSDP1[@]}" --trainer.default_root_dir /tmp/run70b-fsdp1 > $OUT/fsdp70b.log 2>&1
+echo "70B FSDP x1: exit $?"; grep -h "fsdp\|4-bit weights\|attention:\|Error\|error" $OUT/fsdp70b.log | cut -c1-300 | head -12
 ls -la /tmp/run70b-fsdp1/checkpoints /tmp/run70b-fsdp1/adapter 2>&1 | tail -8
+timeout 180 python3 -m nextai fit "${FSDP1[@]}" --trainer.default_root_dir /tmp/run70b-fsdp1-resumed \
+  --ckpt_path /tmp/run70b-fsdp1/checkpoints/epoch=0-step=2.ckpt > $OUT/fsdp70b-resumed.log 2>&1
+echo "70B FSDP x1 resumed from step 2: exit $?"; grep -h "Error\|error\|resume" $OUT/fsdp70b-resumed.log | cut -c1-300 | head -8
+cp /tmp/run70b-fsdp1/metrics.csv $OUT/fsdp70b-metrics.csv; cp /tmp/run70b-fsdp1/peak_memory.json $OUT/fsdp70b-peak_memory.json
+cp /tmp/run70b-fsdp1-resumed/metrics.csv $OUT/fsdp70b-resumed-metrics.csv
+python3 - <<'PY'
+import csv, os
+out = os.environ["OUT"]
+def losses(name):
+    with open(f"{out}/{name}") as f:
+        return {int(r["step"]): float(r["train_loss"]) for r in csv.DictReader(f) if r.get("train_loss")}
+a, b = losses("fsdp70b-metrics.csv"), losses("fsdp70b-resumed-metrics.csv")
+print("train_loss by step, uninterrupted:", a); print("train_loss by step, resumed from step 2:", b)
+PY
 python3 benchmarks/scripts/tokens_per_sec.py $OUT/fsdp70b-metrics.csv | tee $OUT/fsdp70b.md
