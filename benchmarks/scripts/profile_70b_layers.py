@@ -27,8 +27,8 @@ SHAPE = "70b-4-layers"
 SHAPES[SHAPE] = {**SHAPES["70b"], "num_hidden_layers": 4}
 KINDS = [  # first match wins
     ("NF4 dequantize (bitsandbytes)", r"dequant|kDequantize"),
-    ("GEMM", r"gemm|cutlass|xmma|nvjet|cublas|sm90_|sm100_"),
     ("attention (varlen / flash)", r"flash|fmha|attention|varlen"),
+    ("GEMM", r"gemm|cutlass|xmma|nvjet|cublas|sm90_|sm100_"),
     ("copies and casts", r"copy|cast|convert|to_copy|memcpy|memset|fill"),
     ("elementwise and reductions (torch)", r"at::native|elementwise|vectorized|reduce|unrolled|index|softmax"),
     ("Liger / Triton kernels", r"triton|liger|_kernel\b"),
@@ -61,7 +61,7 @@ def main(out: Path) -> None:
     for _ in range(3):
         step()
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    with profile(activities=[ProfilerActivity.CUDA], acc_events=True) as prof:
         for _ in range(3):
             step()
         torch.cuda.synchronize()
