@@ -2,11 +2,13 @@
 
 Builds LLaMA-2-70B's layer shape with 4 decoder layers (random NF4 weights, as `nextai bench` does), runs the
 `kernels` recipe (packed micro batches, every layer recomputed, Liger kernels, loss without full logits: the
-per-layer work of `capped`, which recomputes 79 of 80 layers) through QLoRAModule on 2048-token packs, and
+per-layer work of `capped`, which recomputes 79 of 80 layers) through QLoRAModule on packs of 1024-token
+examples, and
 profiles 3 micro steps (forward + backward) with torch.profiler. Writes the kernels grouped by kind, and the top
-kernels, as markdown to OUT/profile-70b-layers.md.
+kernels, as markdown to OUT/profile-70b-layers-PACK-POLICY.md. `keep` turns recomputation off (the fast recipe's
+layers).
 
-    python benchmarks/scripts/profile_70b_layers.py OUT_DIR
+    python benchmarks/scripts/profile_70b_layers.py OUT_DIR [PACK_TOKENS (2048)] [recompute|keep]
 """
 
 import re
@@ -42,16 +44,17 @@ def kind(name: str) -> str:
     return "other"
 
 
-def main(out: Path) -> None:
+def main(out: Path, pack: int, policy: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda")
     directory = build_random_nf4(SHAPE, f"/tmp/nextai-bench/{SHAPE}")
     recipe = RECIPES["kernels"]
-    module = QLoRAModule(base_model=str(directory), cutoff_len=1024, packing=True, micro_batch_tokens=2048,
-                         **recipe.model_kwargs())
+    module = QLoRAModule(base_model=str(directory), cutoff_len=1024, packing=True, micro_batch_tokens=pack,
+                         **{**recipe.model_kwargs(), "gradient_checkpointing": policy == "recompute"})
     module.build_model(device)
     generator = torch.Generator().manual_seed(0)
-    batch = make_batch([0, 1], [1024, 1024], True, 2048, device, generator)
+    examples = pack // 1024
+    batch = make_batch(list(range(examples)), [1024] * examples, True, pack, device, generator)
 
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -70,8 +73,8 @@ def main(out: Path) -> None:
     by_kind: dict[str, float] = defaultdict(float)
     for e in events:
         by_kind[kind(e.key)] += e.self_device_time_total
-    lines = ["# GPU time of a 70B-shaped layer stack, `kernels` recipe, 2048-token packs", "",
-             f"4 decoder layers of the 70B shape, every layer recomputed; 3 micro steps (forward + backward); "
+    lines = [f"# GPU time of a 70B-shaped layer stack, `kernels` recipe, {pack}-token packs, layers {policy}", "",
+             f"4 decoder layers of the 70B shape, {policy}; 3 micro steps (forward + backward); "
              f"{total / 3 / 1e3 / 4:.2f} ms of kernel time per layer per micro step (embeddings and loss included).",
              "", "| kind | share | ms per micro step |", "|---|---|---|"]
     for label, micros in sorted(by_kind.items(), key=lambda kv: -kv[1]):
@@ -81,9 +84,10 @@ def main(out: Path) -> None:
         lines.append(f"| `{e.key[:90]}` | {kind(e.key)} | {100 * e.self_device_time_total / total:.1f} % | "
                      f"{e.count} |")
     text = "\n".join(lines) + "\n"
-    (out / "profile-70b-layers.md").write_text(text)
+    (out / f"profile-70b-layers-{pack}-{policy}.md").write_text(text)
     print(text)
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 2048,
+         sys.argv[3] if len(sys.argv) > 3 else "recompute")
