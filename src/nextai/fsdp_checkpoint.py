@@ -52,14 +52,12 @@ def gather_trainable_state(root: FSDP) -> dict[str, torch.Tensor]:
 
 def load_trainable_state(root: FSDP, state: Mapping[str, torch.Tensor]) -> None:
     """Write full trainable weights (from `gather_trainable_state`, on any number of processes) into this process's
-    shards. A collective: every process calls it with the same `state`."""
+    shards. A collective: every process calls it with the same `state`, already checked to hold every trainable
+    weight (`QLoRAModule.check_saved_weights`)."""
     for unit_name, unit in trainable_units(root):
         with FSDP.summon_full_params(unit, recurse=False, writeback=True), torch.no_grad():
             for name, parameter in unit.module.named_parameters():
-                key = f"{unit_name}.{clean_name(name)}"
-                if key not in state:
-                    raise NextaiError(f"checkpoint has no weights for {key}")
-                parameter.copy_(state[key])
+                parameter.copy_(state[f"{unit_name}.{clean_name(name)}"])
 
 
 def full_state_dicts(root: FSDP, rank0_only: bool):

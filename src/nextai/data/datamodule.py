@@ -10,6 +10,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from nextai.atomic import atomic_path
+from nextai.callbacks.epoch_position import EpochPosition
 from nextai.data.collate import PadCollator
 from nextai.data.packing import PackCollator, PackedBatchSampler
 from nextai.data.records import RecordSource, as_record_source
@@ -236,7 +237,7 @@ class InstructionDataModule(L.LightningDataModule):
         rank, processes = self._rank()
         if processes == saved_processes:
             return batches_done
-        if not any(type(c).__name__ == "EpochPosition" for c in self.trainer.callbacks):
+        if not any(isinstance(c, EpochPosition) for c in self.trainer.callbacks):
             raise NextaiError(f"the checkpoint is inside an epoch on {saved_processes} process(es) and this run has "
                               f"{processes}: add the callback nextai.callbacks.EpochPosition (it moves "
                               f"Lightning's batch counters too), or resume on {saved_processes}")
