@@ -1,0 +1,127 @@
+"""Dequantize a bitsandbytes NF4 weight to bf16/fp16: bitsandbytes' own CUDA kernels, or one fused Triton kernel.
+
+Every 4-bit linear dequantizes its whole weight before each GEMM (forward, recomputation, backward); at 70B that is
+8-16 % of the GPU time (`benchmarks/results/profile-70b-layers-*.md`). bitsandbytes first dequantizes the doubly
+quantized block scales to an fp32 copy (a second kernel), then the weight. `triton_dequantize_nf4` does both in
+one pass: per block, the 8-bit scale is looked up in the nested code, multiplied by its group's fp32 scale and
+shifted by the offset, then both nibbles of each byte are looked up in the NF4 table and scaled, in fp32 and
+rounded once, as bitsandbytes does. On an H200 it moves 2.5-2.7 TB/s where bitsandbytes moves 1.9-2.0 (the large
+70B weights; `benchmarks/results/dequant-speed.md`). Neither bitsandbytes (its Triton kernels are for Intel GPUs,
+take fp32 scales and run slower here), Liger-kernel nor torch provides this;
+`tests/e2e/test_nf4_dequant_gpu.py` checks it bit for bit against bitsandbytes.
+"""
+
+from typing import Literal
+
+import torch
+
+DequantKernel = Literal["auto", "bitsandbytes", "triton"]
+
+
+def resolve_kernel(kernel: DequantKernel, device_type: str) -> str:
+    """`auto`: the Triton kernel on CUDA when Triton imports, else bitsandbytes'."""
+    if kernel != "auto":
+        return kernel
+    import importlib.util
+
+    return "triton" if device_type == "cuda" and importlib.util.find_spec("triton") is not None else "bitsandbytes"
+
+
+def bitsandbytes_dequantize(packed: torch.Tensor, quant_state, dtype: torch.dtype) -> torch.Tensor:
+    """The reference path (any device): bitsandbytes' own kernels, written straight in `dtype` as its forward
+    GEMM does (`F.dequantize_4bit` would round to the dtype the weight was quantized from first)."""
+    import bitsandbytes.functional as F
+
+    absmax = quant_state.absmax
+    if quant_state.nested:
+        absmax = (F.dequantize_blockwise(quant_state.absmax, quant_state.state2) + quant_state.offset).float()
+    return torch.ops.bitsandbytes.dequantize_4bit.default(packed, absmax, quant_state.blocksize,
+                                                          quant_state.quant_type, quant_state.shape, dtype)
+
+
+def triton_supported(packed: torch.Tensor, quant_state, dtype: torch.dtype) -> bool:
+    """The Triton kernel would handle any 16-entry table but only does what it was tested on: NF4, CUDA, a
+    16-bit output, block sizes that are powers of two from 32, nested scales in groups of 256 (or none)."""
+    return (packed.is_cuda and quant_state.quant_type == "nf4" and dtype in (torch.bfloat16, torch.float16)
+            and quant_state.blocksize >= 32 and quant_state.blocksize & (quant_state.blocksize - 1) == 0
+            and (not quant_state.nested or quant_state.state2.blocksize == 256))
+
+
+def _kernel():
+    import triton
+    import triton.language as tl
+    from bitsandbytes.backends.triton.kernels_4bit import dequantize_nf4_tree
+
+    @triton.jit
+    def dequantize_nf4_kernel(packed_ptr, scale_ptr, scale2_ptr, code2_ptr, offset_ptr, table_ptr, out_ptr,
+                              n_elements, n_blocks, HALF: tl.constexpr, NESTED: tl.constexpr,
+                              BLOCKS: tl.constexpr, TREE: tl.constexpr):
+        # One row per quantization block: HALF bytes in, 2 * HALF values out.
+        rows = tl.program_id(0) * BLOCKS + tl.arange(0, BLOCKS)
+        row_ok = rows < n_blocks
+        if NESTED:
+            q = tl.load(scale_ptr + rows, mask=row_ok, other=0).to(tl.int32)
+            scale = tl.load(code2_ptr + q) * tl.load(scale2_ptr + rows // 256, mask=row_ok, other=0.0)
+            scale = scale + tl.load(offset_ptr)
+        else:
+            scale = tl.load(scale_ptr + rows, mask=row_ok, other=0.0)
+        cols = tl.arange(0, HALF)
+        byte_index = rows[:, None] * HALF + cols[None, :]
+        in_range = byte_index * 2 < n_elements
+        byte = tl.load(packed_ptr + byte_index, mask=in_range, other=0).to(tl.int32)
+        if TREE:  # the NF4 values from a tree of selects in registers (bitsandbytes' Triton helper)
+            high = dequantize_nf4_tree(byte >> 4) * scale[:, None]
+            low = dequantize_nf4_tree(byte & 15) * scale[:, None]
+        else:  # from the 16-entry table (cached loads)
+            high = tl.load(table_ptr + (byte >> 4)) * scale[:, None]  # the even element sits in the high nibble
+            low = tl.load(table_ptr + (byte & 15)) * scale[:, None]
+        values = tl.interleave(high, low)
+        out_index = rows[:, None] * (2 * HALF) + tl.arange(0, 2 * HALF)[None, :]
+        tl.store(out_ptr + out_index, values.to(out_ptr.dtype.element_ty), mask=out_index < n_elements)
+
+    return dequantize_nf4_kernel
+
+
+_KERNEL = None
+# Quantization blocks per program, warps per program, NF4 values from selects rather than the table: the fastest
+# of benchmarks/scripts/dequant_speed.py's sweep on an H200.
+BLOCKS, WARPS, TREE = 64, 4, False
+
+
+def triton_dequantize_nf4(packed: torch.Tensor, quant_state, dtype: torch.dtype, blocks: int = BLOCKS,
+                          warps: int = WARPS, tree: bool = TREE) -> torch.Tensor:
+    """The weight of shape `quant_state.shape` in `dtype` (bf16 or fp16), in one fused kernel."""
+    import triton
+
+    global _KERNEL
+    if _KERNEL is None:
+        _KERNEL = _kernel()
+    out = torch.empty(quant_state.shape, dtype=dtype, device=packed.device)
+    n_elements = out.numel()
+    n_blocks = triton.cdiv(n_elements, quant_state.blocksize)
+    table = quant_state.code.to(device=packed.device, dtype=torch.float32)
+    if quant_state.nested:
+        state2 = quant_state.state2
+        scales = (quant_state.absmax, state2.absmax, state2.code, quant_state.offset.reshape(1))
+    else:
+        absmax = quant_state.absmax.float()
+        scales = (absmax, absmax, absmax, absmax)  # the nested arguments are unused
+    _KERNEL[(triton.cdiv(n_blocks, blocks),)](
+        packed.reshape(-1).view(torch.uint8), *scales, table, out, n_elements, n_blocks,
+        HALF=quant_state.blocksize // 2, NESTED=quant_state.nested, BLOCKS=blocks, TREE=tree, num_warps=warps,
+        enable_fp_fusion=False)  # no FMA: scale = code * absmax + offset rounds twice, as in bitsandbytes
+    return out
+
+
+def dequantizer(kernel: DequantKernel):
+    """A function `(packed weight, quant_state, dtype) -> weight` for the chosen kernel; the Triton one falls
+    back to bitsandbytes for weights it does not handle (see `triton_supported`)."""
+    if kernel == "bitsandbytes":
+        return bitsandbytes_dequantize
+
+    def dequantize(packed: torch.Tensor, quant_state, dtype: torch.dtype) -> torch.Tensor:
+        if triton_supported(packed, quant_state, dtype):
+            return triton_dequantize_nf4(packed, quant_state, dtype)
+        return bitsandbytes_dequantize(packed, quant_state, dtype)
+
+    return dequantize

@@ -1,0 +1,65 @@
+"""The Triton NF4 dequantization (`model.dequant_kernel: triton`) on CUDA (run through `device`; skipped on CPU
+machines): bit for bit what bitsandbytes computes, and a training step through it and the lean LoRA layers that
+agrees with peft + bitsandbytes."""
+
+import pytest
+import torch
+
+from nextai.modules.nf4_dequant import bitsandbytes_dequantize, triton_dequantize_nf4, triton_supported
+from nextai.modules.qlora import QLoRAModule
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.mark.parametrize("shape", [(1024, 8192), (8192, 1024), (999, 777), (3, 64)])
+@pytest.mark.parametrize("nested", [True, False])
+@pytest.mark.parametrize("blocksize", [64, 128])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_triton_dequantization_equals_bitsandbytes_bit_for_bit(shape, nested, blocksize, dtype):
+    import bitsandbytes.functional as F
+
+    weight = torch.randn(shape, generator=torch.Generator().manual_seed(0)).mul_(0.02).to("cuda", torch.bfloat16)
+    weight[0, :3] = torch.tensor([0.0, 5.0, -5.0])  # a zero and a block with an outlier
+    packed, state = F.quantize_4bit(weight, blocksize=blocksize, compress_statistics=nested, quant_type="nf4")
+    assert triton_supported(packed, state, dtype)
+    ours = triton_dequantize_nf4(packed, state, dtype)
+    reference = bitsandbytes_dequantize(packed, state, dtype)
+    assert ours.shape == reference.shape == shape and ours.dtype == dtype
+    mismatched = (ours != reference).sum().item()
+    assert mismatched == 0, f"{mismatched} of {ours.numel()} values differ; max {(ours - reference).abs().max()}"
+
+
+def build(model_dir, **options):
+    module = QLoRAModule(base_model=str(model_dir), lora_targets="attention_ffn_output", lora_r=8, cutoff_len=256,
+                         lora_dropout=0.0, **options)
+    module.build_model("cuda")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in sorted(module.model.named_parameters()):
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
+    return module.train()
+
+
+def step(module, batch):
+    module.model.zero_grad(set_to_none=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = module(batch).loss
+    loss.backward()
+    return loss.detach().float(), {n: p.grad.float().clone() for n, p in module.model.named_parameters()
+                                   if p.requires_grad}
+
+
+def test_lean_triton_step_agrees_with_peft_and_bitsandbytes(tiny_model_dir):
+    ids = torch.randint(3, 1000, (2, 512), generator=torch.Generator().manual_seed(1)).cuda()
+    batch = {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids)}
+    peft_loss, peft_grads = step(build(tiny_model_dir, lean_lora=False), batch)
+    lean = build(tiny_model_dir, lean_lora=True, dequant_kernel="triton")
+    layer = lean.model.get_base_model().model.layers[0]
+    assert type(layer.mlp.down_proj).__name__ == "LeanLoraLinear4bit"
+    assert type(layer.self_attn.q_proj).__name__ == "DequantLinear4bit"
+    lean_loss, lean_grads = step(lean, batch)
+    torch.testing.assert_close(lean_loss, peft_loss, rtol=1e-3, atol=1e-3)
+    for name, grad in peft_grads.items():
+        torch.testing.assert_close(lean_grads[name], grad, rtol=3e-2, atol=2e-3, msg=name)
+    print(f"lean + triton loss {lean_loss.item():.5f}, peft + bitsandbytes {peft_loss.item():.5f}")
