@@ -79,7 +79,8 @@ def test_compiled_decoder_layers_give_the_same_loss_and_gradients(tiny_model_dir
 
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    eager, compiled = build(tiny_model_dir), build(tiny_model_dir, compile_layers=True)
+    eager = build(tiny_model_dir, lean_lora=False)
+    compiled = build(tiny_model_dir, compile_layers=True, lean_lora=False)
     for module in (eager, compiled):
         apply_layer_policies(module.model, [policy] * 2, module._offloader)
     plain_loss, plain_grads = step(eager, batch)
@@ -98,3 +99,5 @@ def test_compiled_layers_are_not_combined_with_offloading():
     # torch.compile breaks the graph at the offloading's saved-tensor hooks: nothing would be compiled.
     with pytest.raises(NextaiError, match="model.compile_layers with model.offload_activations"):
         QLoRAModule(compile_layers=True, offload_activations=True)
+    with pytest.raises(NextaiError, match="model.compile_layers with model.lean_lora: .* set model.lean_lora false"):
+        QLoRAModule(compile_layers=True)

@@ -1,0 +1,174 @@
+"""4-bit linear layers that keep less for the backward pass, and dequantize with the chosen kernel.
+
+peft computes LoRA on a bitsandbytes layer as `base(x) + lora_B(lora_A(dropout(x))) * scaling`, so autograd keeps
+the dropout's output and its mask for every adapted projection: with the report's preset (o_proj, down_proj) at
+the 70B shape and 4096 tokens, 0.3 GiB of the 1.24 GiB a decoder layer keeps. `LoRANF4Function` keeps the input
+itself instead (attention already keeps it for o_proj), the small `x @ A^T` and the seed of the dropout mask, and
+draws the same mask again in the backward pass. The mask is Bernoulli(1 - p) like peft's, drawn from a generator
+seeded from torch's CPU generator, which activation checkpointing and nextai's checkpoints both restore: the
+recomputed forward and a resumed run draw the same masks.
+
+`make_lean` swaps the class of peft's 4-bit LoRA layers (and, with the Triton kernel, of the plain 4-bit layers)
+for subclasses whose `forward` uses these functions; weights, state dicts and adapters are untouched. Anything
+peft does beyond one plain LoRA adapter (merged or disabled adapters, DoRA, mixed batches) goes to peft's own
+forward.
+"""
+
+import bitsandbytes as bnb
+import torch
+from bitsandbytes.nn.modules import fix_4bit_weight_quant_state_from_module
+from peft.tuners.lora.bnb import Linear4bit as PeftLinear4bit
+
+from nextai.modules.nf4_dequant import DequantKernel, dequantizer
+
+
+def keep_mask(shape: torch.Size, p: float, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The dropout mask (1 keeps, 0 drops, each kept with probability 1 - p) that `seed` always draws."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return torch.empty(shape, device=device, dtype=dtype).bernoulli_(1.0 - p, generator=generator)
+
+
+def draw_seed() -> int:
+    """A mask seed from torch's CPU generator (restored by checkpoint recomputation and by resumes)."""
+    return int(torch.randint(0, 2**62, (1,)).item())
+
+
+class FrozenNF4Function(torch.autograd.Function):
+    """y = x W^T for a frozen 4-bit W, dequantized in the forward and again in the backward (nothing kept)."""
+
+    @staticmethod
+    def forward(ctx, x, packed, quant_state, dequantize):
+        ctx.weight = (packed, quant_state, dequantize)
+        return x @ dequantize(packed, quant_state, x.dtype).t()
+
+    @staticmethod
+    def backward(ctx, grad):
+        packed, quant_state, dequantize = ctx.weight
+        return grad @ dequantize(packed, quant_state, grad.dtype), None, None, None
+
+
+class LoRANF4Function(torch.autograd.Function):
+    """y = x W^T + s/(1-p) ((x * m) A^T) B^T for a frozen 4-bit W, LoRA weights A (r x in), B (out x r) and the
+    dropout mask m drawn from `seed` (p = 0: no mask). x is 2-D, in the compute dtype; A and B may be fp32."""
+
+    @staticmethod
+    def forward(ctx, x, lora_A, lora_B, packed, quant_state, dequantize, scaling, p, seed):
+        out = x @ dequantize(packed, quant_state, x.dtype).t()
+        dropped = x * keep_mask(x.shape, p, seed, x.device, x.dtype) if p else x
+        xa = dropped @ lora_A.to(x.dtype).t()
+        del dropped
+        scale = scaling / (1.0 - p)
+        out.addmm_(xa, lora_B.to(x.dtype).t(), alpha=scale)
+        ctx.save_for_backward(x, lora_A, lora_B, xa)
+        ctx.weight = (packed, quant_state, dequantize)
+        ctx.dropout = (scale, p, seed)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, lora_A, lora_B, xa = ctx.saved_tensors
+        packed, quant_state, dequantize = ctx.weight
+        scale, p, seed = ctx.dropout
+        grad_x = None
+        if ctx.needs_input_grad[0]:  # the base GEMM first: its dequantized weight is freed before the LoRA part
+            grad_x = grad @ dequantize(packed, quant_state, grad.dtype)
+        grad_B = (grad.t() @ xa).mul_(scale).to(lora_B.dtype)
+        grad_xa = (grad @ lora_B.to(grad.dtype)).mul_(scale)
+        del grad
+        mask = keep_mask(x.shape, p, seed, x.device, x.dtype) if p else None
+        dropped = x * mask if p else x
+        grad_A = (grad_xa.t() @ dropped).to(lora_A.dtype)
+        del dropped
+        if grad_x is not None:
+            lora_grad = grad_xa @ lora_A.to(grad_xa.dtype)
+            grad_x += lora_grad.mul_(mask) if p else lora_grad
+        return grad_x, grad_A, grad_B, None, None, None, None, None, None
+
+
+def _frozen_weight(base) -> tuple[torch.Tensor, object]:
+    fix_4bit_weight_quant_state_from_module(base)  # FSDP replaces the Params4bit by a plain view
+    return base.weight, base.weight.quant_state
+
+
+def _compute_dtype(base, x: torch.Tensor) -> torch.dtype:
+    return base.compute_dtype if base.compute_dtype is not None else x.dtype
+
+
+class LeanLoraLinear4bit(PeftLinear4bit):
+    """peft's LoRA layer on a bitsandbytes 4-bit linear, computed by `LoRANF4Function`."""
+
+    nextai_dequantize = None  # set by `make_lean`
+
+    def _plain_adapter(self, args, kwargs) -> str | None:
+        """The one active adapter when this call is plain LoRA, else None (peft's own forward handles it)."""
+        if args or kwargs or self.disable_adapters or self.merged or len(self.active_adapters) != 1:
+            return None
+        name = self.active_adapters[0]
+        if name not in self.lora_A or name in self.lora_variant or self.get_base_layer().bias is not None:
+            return None
+        return name
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        name = self._plain_adapter(args, kwargs)
+        if name is None:
+            return super().forward(x, *args, **kwargs)
+        base = self.get_base_layer()
+        packed, quant_state = _frozen_weight(base)
+        dropout = self.lora_dropout[name]
+        p = dropout.p if isinstance(dropout, torch.nn.Dropout) and dropout.training else 0.0
+        seed = draw_seed() if p else 0
+        flat = x.to(_compute_dtype(base, x)).reshape(-1, x.shape[-1])
+        with torch.autocast(x.device.type, enabled=False):  # every dtype is explicit
+            out = LoRANF4Function.apply(flat, self.lora_A[name].weight, self.lora_B[name].weight, packed, quant_state,
+                                        self.nextai_dequantize, self.scaling[name], p, seed)
+        return out.reshape(*x.shape[:-1], -1).to(x.dtype)
+
+
+class DequantLinear4bit(bnb.nn.Linear4bit):
+    """bitsandbytes' frozen 4-bit linear, dequantized by nextai's chosen kernel."""
+
+    nextai_dequantize = None  # set by `make_lean`
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bias is not None:
+            return super().forward(x)
+        packed, quant_state = _frozen_weight(self)
+        flat = x.to(_compute_dtype(self, x)).reshape(-1, x.shape[-1])
+        with torch.autocast(x.device.type, enabled=False):
+            out = FrozenNF4Function.apply(flat, packed, quant_state, self.nextai_dequantize)
+        return out.reshape(*x.shape[:-1], -1).to(x.dtype)
+
+
+def make_lean(model, lean_lora: bool = True, kernel: DequantKernel = "bitsandbytes") -> str:
+    """Give peft's 4-bit LoRA layers the lean forward (`lean_lora`) and, with `kernel="triton"`, every other
+    frozen 4-bit linear the Triton dequantization (the lean layers use `kernel` too); returns what changed."""
+    dequantize = dequantizer(kernel)
+    lean_bases: set[int] = set()
+    if lean_lora:
+        for module in model.modules():
+            if type(module) is PeftLinear4bit:
+                module.__class__ = LeanLoraLinear4bit
+                module.nextai_dequantize = dequantize
+                lean_bases.add(id(module.get_base_layer()))
+    plain = 0
+    if kernel != "bitsandbytes":
+        for module in model.modules():
+            if type(module) is bnb.nn.Linear4bit and id(module) not in lean_bases:
+                module.__class__ = DequantLinear4bit
+                module.nextai_dequantize = dequantize
+                plain += 1
+    lora = (f"lean LoRA in {len(lean_bases)} layers (inputs and mask seeds kept, not dropout outputs and masks)"
+            if lean_lora else "peft's LoRA layers")
+    if kernel == "bitsandbytes":
+        return f"{lora}; bitsandbytes NF4 dequantization"
+    return f"{lora}; {kernel} NF4 dequantization in {len(lean_bases) + plain} layers (bitsandbytes in the rest)"
+
+
+def undo_lean(model) -> None:
+    """Give every layer `make_lean` changed its library class back (benchmarks reuse one loaded base)."""
+    for module in model.modules():
+        if type(module) is LeanLoraLinear4bit:
+            module.__class__ = PeftLinear4bit
+        elif type(module) is DequantLinear4bit:
+            module.__class__ = bnb.nn.Linear4bit
