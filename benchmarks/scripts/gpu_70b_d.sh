@@ -8,7 +8,9 @@ set -uo pipefail
 arm=${1:?usage: gpu_70b_d.sh eager|compiled}
 source benchmarks/scripts/gpu_env.sh
 timeout 230 python3 -c "from nextai.bench.build import build_random_nf4; build_random_nf4('70b', '/tmp/nextai-bench/70b-nf4')"
-[ "$arm" = compiled ] && suffix=":compile_layers=true" || suffix=""
+# The recipes as they were then (before the lean LoRA layers and the Triton kernel, which torch.compile does not trace).
+suffix=":lean_lora=false,dequant_kernel=bitsandbytes,memory_budget=36.5GiB"
+[ "$arm" = compiled ] && suffix="$suffix,compile_layers=true"
 timeout 330 python3 -m nextai bench --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --timed-batches 4 \
-  --lengths fixed:1024x400 --lengths v5-like --recipe "capped$suffix" --recipe "fast$suffix" \
+  --lengths fixed:1024x400 --lengths v5-like --recipe "capped$suffix" --recipe "fast${suffix/,memory_budget=36.5GiB/,memory_budget=card}" \
   --out $OUT/bench --name bench-70b-d-$arm --timeout 310 2>&1 | tail -20

@@ -114,6 +114,9 @@ def run_recipe(recipe: Recipe, job: dict, base, device: torch.device, rate: floa
         return measure(recipe, {**job, "lengths_spec": lengths_spec}, module, plan, lengths, device, rate)
     finally:
         if module.model is not None:
+            from nextai.modules.lean_lora import undo_lean
+
+            undo_lean(module.model)
             module.model.unload()  # the base without this recipe's LoRA, for the next recipe
         del module
         gc.collect()
@@ -151,6 +154,9 @@ def measure(recipe: Recipe, job: dict, module: QLoRAModule, plan: list[list[int]
     optimizer_s = statistics.median(timed(lambda: (optimizer.step(), optimizer.zero_grad(set_to_none=True)), device)
                                     for _ in range(3))
     peak_alloc, peak_reserved = torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_reserved(device)
+    stats = torch.cuda.memory_stats(device)
+    allocator = {"inactive_split_peak_gib": round(gib(stats.get("inactive_split_bytes.all.peak", 0)), 2),
+                 "alloc_retries": stats.get("num_alloc_retries", 0)}  # fragmentation behind reserved - allocated
 
     slope, intercept = time_model(samples)
     per_micro = [intercept + slope * compute_tokens(b, lengths, packed) for b in plan]
@@ -174,6 +180,7 @@ def measure(recipe: Recipe, job: dict, module: QLoRAModule, plan: list[list[int]
         "accumulation": accumulation, "attention": model.config._attn_implementation,
         "memory_plan": module.memory_plan.summary() if module.memory_plan else None,
         "peak_allocated_gib": round(gib(peak_alloc), 2), "peak_reserved_gib": round(gib(peak_reserved), 2),
+        "allocator": allocator,
         "step_s": round(full_step_s, 3), "step_tokens": accumulation * full_step_tokens,
         "tokens_per_s": round(tokens_per_s, 1),
         "matmul_fraction": round(flops_per_token * tokens_per_s / (rate * 1e12), 3),

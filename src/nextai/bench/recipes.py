@@ -13,7 +13,7 @@ from nextai.errors import NextaiError
 DATA_KEYS = ("packing", "pack_length", "micro_batch_size", "batch_size", "cutoff_len")
 MODEL_KEYS = ("attn_implementation", "gradient_checkpointing", "lora_r", "lora_alpha", "lora_dropout", "lora_targets",
               "optimizer", "kbit_preparation", "fused_cross_entropy", "liger_kernels", "compile_layers",
-              "offload_activations", "memory_budget", "lora_dtype")
+              "offload_activations", "memory_budget", "lora_dtype", "lean_lora", "dequant_kernel")
 # Settings that need the base model loaded again (the rest can change on a loaded base).
 LOAD_KEYS = ("attn_implementation", "kbit_preparation", "liger_kernels", "compile_layers", "lora_dtype", "packing")
 
@@ -42,20 +42,22 @@ DEFAULT_DATA = dict(packing=False, pack_length=4096, micro_batch_size=1, batch_s
 DEFAULT_MODEL = dict(attn_implementation="auto", gradient_checkpointing=True, lora_r=4, lora_alpha=16,
                      lora_dropout=0.05, lora_targets="attention_ffn_output", optimizer="paged_adamw_8bit",
                      kbit_preparation=True, fused_cross_entropy=False, liger_kernels=False, compile_layers=False,
-                     offload_activations=False, memory_budget=None, lora_dtype="float32")
+                     offload_activations=False, memory_budget=None, lora_dtype="float32", lean_lora=False,
+                     dequant_kernel="bitsandbytes")
 PACKED = dict(packing=True, micro_batch_size=1, batch_size=1)
 LEAN = dict(kbit_preparation=False, fused_cross_entropy=True)
+# Liger's fused norms/SwiGLU/RoPE, LoRA layers that keep no dropout copies, NF4 dequantized by nextai's Triton kernel.
+KERNELS = dict(**LEAN, liger_kernels=True, lean_lora=True, dequant_kernel="triton")
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("report", "the report's recipe: micro batch 1, batch 4, cutoff 1024, every layer recomputed"),
     Recipe("packed", "packs of 4096 tokens, otherwise the report's model settings", PACKED),
     Recipe("lean", "packed; frozen weights kept bf16, loss without full logits", PACKED, LEAN),
-    Recipe("kernels", "lean + Liger RMSNorm/SwiGLU/RoPE", PACKED, {**LEAN, "liger_kernels": True}),
-    Recipe("capped", "kernels, two packs of 2048 tokens a step (4096 tokens), activations planned under 36.5 GiB "
-           "(an A100-40GB with room for the CUDA context)", {**PACKED, "pack_length": 2048, "batch_size": 2},
-           {**LEAN, "liger_kernels": True, "memory_budget": "36.5GiB"}),
-    Recipe("fast", "kernels, activations planned for the whole card", PACKED,
-           {**LEAN, "liger_kernels": True, "memory_budget": "card"}),
+    Recipe("kernels", "lean + Liger RMSNorm/SwiGLU/RoPE, lean LoRA layers, Triton NF4 dequantization", PACKED, KERNELS),
+    Recipe("capped", "kernels, two packs of 2048 tokens a step (4096 tokens), activations planned under 36 GiB so that "
+           "the peak reserved stays under 36.5 GiB (an A100-40GB with room for the CUDA context)",
+           {**PACKED, "pack_length": 2048, "batch_size": 2}, {**KERNELS, "memory_budget": "36GiB"}),
+    Recipe("fast", "kernels, activations planned for the whole card", PACKED, {**KERNELS, "memory_budget": "card"}),
 ]}
 
 
