@@ -58,7 +58,7 @@ def main(out: Path) -> None:
             for tree in (False, True):
                 for blocks in (16, 32, 64, 128, 256):
                     for warps in (2, 4, 8, 16):
-                        fn = lambda: triton_dequantize_nf4(packed, state, torch.bfloat16, blocks, warps, tree)  # noqa
+                        fn = lambda: triton_dequantize_nf4(packed, state, torch.bfloat16, blocks=blocks, warps=warps, tree=tree)  # noqa
                         ms = median_ms(fn, 20)
                         sweep.append({"weights": names, "tree": tree, "blocks": blocks, "warps": warps,
                                       "ms": round(ms, 4), "tb_per_s": round(moved / ms / 1e9, 2),

@@ -9,9 +9,11 @@
 #                         (two 2048-token packs) and one 4096-token pack under the same kind of plan
 #   gpu_70b_e.sh nogc     the peer without checkpointing beside nextai's fast recipe, then the V5-like hours of the
 #                         report's recipe, capped and fast in the same process
+#   gpu_70b_e.sh chunks   after large weights were dequantized in pieces and masks drawn in row chunks: GPU tests of
+#                         the kernel, the memory peak again, the peer beside one 4096-token pack, capped and fast
 #   gpu_70b_e.sh v5       the report's recipe first in a process of its own, then capped, on the V5-like lengths
 set -uo pipefail
-arm=${1:?usage: gpu_70b_e.sh screen|sweep|gc|nogc|v5}
+arm=${1:?usage: gpu_70b_e.sh screen|sweep|gc|nogc|v5|chunks}
 source benchmarks/scripts/gpu_env.sh
 # `screen` and `sweep` ran before the recipes took the new layers: OLD pins the capped and fast recipes as they were.
 NEW="lean_lora=true,dequant_kernel=triton"
@@ -44,6 +46,17 @@ elif [ "$arm" = gc ]; then  # the peer with offloaded checkpointing beside the c
   timeout 230 python3 -m nextai bench --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --timed-batches 4 \
     --lengths fixed:1024x400 --recipe capped --recipe "capped:pack_length=4096,batch_size=1,memory_budget=36.5GiB" \
     --out $OUT/bench --name bench-70b-e-gc --timeout 220 2>&1 | grep -E "^\| capped"
+elif [ "$arm" = chunks ]; then  # after weights dequantized in pieces and masks in row chunks: the peer, capped, fast
+  timeout 100 python3 -m pytest -m gpu tests/e2e/test_nf4_dequant_gpu.py -q -p no:cacheprovider 2>&1 | tail -2
+  timeout 100 python3 benchmarks/scripts/memory_peak_70b_layers.py $OUT/mem triton 2>&1 | grep -E "^\| [0-9]|peak" | head -8
+  build
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whlpeer/*.whl
+  timeout 220 python3 .peers/unsloth_vs_plain.py --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --arms unsloth \
+    --targets o_down --cases 4x1024 --steps 2 --budget-s 200 > $OUT/peer-gc.log 2>&1
+  grep -E "^\| unsloth" $OUT/peer-gc.log | tail -2
+  timeout 250 python3 -m nextai bench --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --timed-batches 4 \
+    --lengths fixed:1024x400 --recipe "capped:pack_length=4096,batch_size=1,memory_budget=36.5GiB" --recipe capped \
+    --recipe fast --out $OUT/bench --name bench-70b-e-chunks --timeout 240 2>&1 | grep -E "^\| (capped|fast)"
 elif [ "$arm" = v5 ]; then  # the report's recipe first in its process, then capped, on the V5-like lengths
   build
   timeout 280 python3 -m nextai bench --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --timed-batches 4 \
