@@ -9,8 +9,9 @@
 #                         (two 2048-token packs) and one 4096-token pack under the same kind of plan
 #   gpu_70b_e.sh nogc     the peer without checkpointing beside nextai's fast recipe, then the V5-like hours of the
 #                         report's recipe, capped and fast in the same process
-#   gpu_70b_e.sh chunks   after large weights were dequantized in pieces and masks drawn in row chunks: GPU tests of
-#                         the kernel, the memory peak again, the peer beside one 4096-token pack, capped and fast
+#   gpu_70b_e.sh chunks   ran at commit 209598b, where large weights were dequantized in pieces and masks drawn in
+#                         row chunks (taken out after it): GPU tests of the kernel, the memory peak again, the peer
+#                         beside one 4096-token pack, capped and fast
 #   gpu_70b_e.sh v5       the report's recipe first in a process of its own, then capped, on the V5-like lengths
 set -uo pipefail
 arm=${1:?usage: gpu_70b_e.sh screen|sweep|gc|nogc|v5|chunks}

@@ -29,43 +29,6 @@ def test_triton_dequantization_equals_bitsandbytes_bit_for_bit(shape, nested, bl
     assert mismatched == 0, f"{mismatched} of {ours.numel()} values differ; max {(ours - reference).abs().max()}"
 
 
-@pytest.mark.parametrize("nested", [True, False])
-def test_triton_rectangles_are_the_whole_weight_cut(nested):
-    import bitsandbytes.functional as F
-
-    weight = torch.randn(300, 1024, generator=torch.Generator().manual_seed(0)).mul_(0.02).to("cuda", torch.bfloat16)
-    packed, state = F.quantize_4bit(weight, blocksize=64, compress_statistics=nested, quant_type="nf4")
-    whole = triton_dequantize_nf4(packed, state, torch.bfloat16)
-    for rows, cols in [((0, 300), (0, 1024)), ((7, 129), None), (None, (64, 512)), ((290, 300), (960, 1024))]:
-        piece = triton_dequantize_nf4(packed, state, torch.bfloat16, rows=rows, cols=cols)
-        assert torch.equal(piece, whole[slice(*(rows or (0, 300))), slice(*(cols or (0, 1024)))]), (rows, cols)
-    with pytest.raises(ValueError, match="cannot dequantize rows 0:300, columns 10:64"):
-        triton_dequantize_nf4(packed, state, torch.bfloat16, cols=(10, 64))
-
-
-def test_chunked_nf4_gemms_match_the_whole_weight(monkeypatch):
-    """The lean layers' GEMMs on a 70B MLP-sized weight, in 128 MiB pieces, against one dequantized weight."""
-    import bitsandbytes.functional as F
-
-    from nextai.modules import lean_lora
-    from nextai.modules.nf4_dequant import Dequantizer
-
-    weight = torch.randn(28672, 8192, device="cuda", dtype=torch.bfloat16).mul_(0.02)
-    packed, state = F.quantize_4bit(weight, blocksize=64, compress_statistics=True, quant_type="nf4")
-    del weight
-    x = torch.randn(512, 8192, device="cuda", dtype=torch.bfloat16)
-    grad = torch.randn(512, 28672, device="cuda", dtype=torch.bfloat16)
-    dequantize = Dequantizer("triton")
-    chunked = lean_lora.linear_nf4(x, packed, state, dequantize), lean_lora.linear_nf4_input_grad(
-        grad, packed, state, dequantize)
-    monkeypatch.setattr(lean_lora, "CHUNK_BYTES", 1 << 40)
-    whole = lean_lora.linear_nf4(x, packed, state, dequantize), lean_lora.linear_nf4_input_grad(
-        grad, packed, state, dequantize)
-    for got, want in zip(chunked, whole):
-        torch.testing.assert_close(got, want, rtol=1e-2, atol=1e-2)
-        assert (got.float() - want.float()).abs().max() <= 2e-2 * want.float().abs().max()
-
-
 def build(model_dir, **options):
     module = QLoRAModule(base_model=str(model_dir), lora_targets="attention_ffn_output", lora_r=8, cutoff_len=256,
                          lora_dropout=0.0, **options)

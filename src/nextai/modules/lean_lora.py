@@ -2,13 +2,11 @@
 
 peft computes LoRA on a bitsandbytes layer as `base(x) + lora_B(lora_A(dropout(x))) * scaling`, so autograd keeps
 the dropout's output and its mask for every adapted projection: with the report's preset (o_proj, down_proj) at
-the 70B shape and 4096 tokens, 0.2 GiB of the 1.24 GiB a decoder layer keeps. `LoRANF4Function` keeps the input
+the 70B shape and 4096 tokens, 0.3 GiB of the 1.24 GiB a decoder layer keeps. `LoRANF4Function` keeps the input
 itself instead (attention already keeps it for o_proj), the small `x @ A^T` and the seed of the dropout mask, and
-draws the same mask again in the backward pass. The mask is Bernoulli(1 - p) like peft's, drawn a few rows at a
-time from a generator seeded from torch's CPU generator, which activation checkpointing and nextai's checkpoints
-both restore: the recomputed forward and a resumed run draw the same masks. With the Triton kernel a large
-frozen weight is dequantized a block of rows (forward) or columns (backward) at a time, each block's GEMM writing
-its own slice of the output, so no more than `CHUNK_BYTES` of it exists at once.
+draws the same mask again in the backward pass. The mask is Bernoulli(1 - p) like peft's, drawn from a generator
+seeded from torch's CPU generator, which activation checkpointing and nextai's checkpoints both restore: the
+recomputed forward and a resumed run draw the same masks.
 
 `make_lean` swaps the class of peft's 4-bit LoRA layers (and, with the Triton kernel, of the plain 4-bit layers)
 for subclasses whose `forward` uses these functions; weights, state dicts and adapters are untouched. Anything
@@ -24,80 +22,16 @@ from peft.tuners.lora.bnb import Linear4bit as PeftLinear4bit
 from nextai.modules.nf4_dequant import DequantKernel, dequantizer
 
 
-# The most a piece of a dequantized weight, or a chunk of masked input, holds at once: a 70B MLP weight is 448 MiB
-# in bf16, and its dropout mask and masked input at 4096 tokens 336 MiB; these were the peak of a recomputed
-# layer's backward (benchmarks/results/memory-peak-70b-layers-triton.md).
-CHUNK_BYTES = 128 << 20
-MASK_CHUNK_BYTES = 64 << 20
-
-
-def mask_chunks(rows: int, cols: int, p: float, seed: int, device: torch.device):
-    """The dropout mask (True keeps, each with probability 1 - p) that `seed` always draws, as (first row, end
-    row, mask) chunks of a few rows at a time, drawn one after the other from one generator."""
+def keep_mask(shape: torch.Size, p: float, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The dropout mask (1 keeps, 0 drops, each kept with probability 1 - p) that `seed` always draws."""
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
-    step = max(1, MASK_CHUNK_BYTES // (2 * cols))
-    for start in range(0, rows, step):
-        end = min(rows, start + step)
-        yield start, end, torch.empty((end - start, cols), dtype=torch.bool, device=device).bernoulli_(
-            1.0 - p, generator=generator)
-
-
-def keep_mask(shape: torch.Size, p: float, seed: int, device: torch.device) -> torch.Tensor:
-    """The whole mask of `mask_chunks` (tests use it as the reference)."""
-    return torch.cat([mask for _, _, mask in mask_chunks(shape[0], shape[1], p, seed, device)])
+    return torch.empty(shape, device=device, dtype=dtype).bernoulli_(1.0 - p, generator=generator)
 
 
 def draw_seed() -> int:
     """A mask seed from torch's CPU generator (restored by checkpoint recomputation and by resumes)."""
     return int(torch.randint(0, 2**62, (1,)).item())
-
-
-SPLIT_INNER = True  # pieces along the inner (reduced) dimension, accumulated in place, or along the output's columns
-
-
-def linear_nf4(x: torch.Tensor, packed, quant_state, dequantize) -> torch.Tensor:
-    """x W^T for a 4-bit W; a large W is dequantized a piece at a time."""
-    n_out, n_in = quant_state.shape
-    if n_out * n_in * x.element_size() <= CHUNK_BYTES or not dequantize.can_slice(packed, quant_state, x.dtype):
-        return x @ dequantize(packed, quant_state, x.dtype).t()
-    if SPLIT_INNER:  # blocks of W's columns, each GEMM adding into the whole (contiguous) output
-        block = quant_state.blocksize
-        step = max(block, CHUNK_BYTES // (n_out * x.element_size()) // block * block)
-        out = None
-        for start in range(0, n_in, step):
-            end = min(n_in, start + step)
-            piece = dequantize.slice(packed, quant_state, x.dtype, cols=(start, end))
-            out = x[:, start:end] @ piece.t() if out is None else out.addmm_(x[:, start:end], piece.t())
-        return out
-    out = torch.empty(x.shape[0], n_out, dtype=x.dtype, device=x.device)
-    step = max(1, CHUNK_BYTES // (n_in * x.element_size()))
-    for start in range(0, n_out, step):
-        end = min(n_out, start + step)
-        torch.mm(x, dequantize.slice(packed, quant_state, x.dtype, rows=(start, end)).t(), out=out[:, start:end])
-    return out
-
-
-def linear_nf4_input_grad(grad: torch.Tensor, packed, quant_state, dequantize) -> torch.Tensor:
-    """grad W for a 4-bit W; a large W is dequantized a piece at a time."""
-    n_out, n_in = quant_state.shape
-    if n_out * n_in * grad.element_size() <= CHUNK_BYTES or not dequantize.can_slice(packed, quant_state, grad.dtype):
-        return grad @ dequantize(packed, quant_state, grad.dtype)
-    if SPLIT_INNER:  # blocks of W's rows, each GEMM adding into the whole (contiguous) output
-        step = max(1, CHUNK_BYTES // (n_in * grad.element_size()))
-        out = None
-        for start in range(0, n_out, step):
-            end = min(n_out, start + step)
-            piece = dequantize.slice(packed, quant_state, grad.dtype, rows=(start, end))
-            out = grad[:, start:end] @ piece if out is None else out.addmm_(grad[:, start:end], piece)
-        return out
-    out = torch.empty(grad.shape[0], n_in, dtype=grad.dtype, device=grad.device)
-    block = quant_state.blocksize
-    step = max(block, CHUNK_BYTES // (n_out * grad.element_size()) // block * block)
-    for start in range(0, n_in, step):
-        end = min(n_in, start + step)
-        torch.mm(grad, dequantize.slice(packed, quant_state, grad.dtype, cols=(start, end)), out=out[:, start:end])
-    return out
 
 
 class FrozenNF4Function(torch.autograd.Function):
@@ -106,28 +40,24 @@ class FrozenNF4Function(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, packed, quant_state, dequantize):
         ctx.weight = (packed, quant_state, dequantize)
-        return linear_nf4(x, packed, quant_state, dequantize)
+        return x @ dequantize(packed, quant_state, x.dtype).t()
 
     @staticmethod
     def backward(ctx, grad):
-        return linear_nf4_input_grad(grad, *ctx.weight), None, None, None
+        packed, quant_state, dequantize = ctx.weight
+        return grad @ dequantize(packed, quant_state, grad.dtype), None, None, None
 
 
 class LoRANF4Function(torch.autograd.Function):
     """y = x W^T + s/(1-p) ((x * m) A^T) B^T for a frozen 4-bit W, LoRA weights A (r x in), B (out x r) and the
-    dropout mask m drawn from `seed` (p = 0: no mask). x is 2-D, in the compute dtype; A and B may be fp32. The
-    mask and the masked input exist a few rows at a time."""
+    dropout mask m drawn from `seed` (p = 0: no mask). x is 2-D, in the compute dtype; A and B may be fp32."""
 
     @staticmethod
     def forward(ctx, x, lora_A, lora_B, packed, quant_state, dequantize, scaling, p, seed):
-        out = linear_nf4(x, packed, quant_state, dequantize)
-        A = lora_A.to(x.dtype)
-        if p:
-            xa = torch.empty(x.shape[0], A.shape[0], dtype=x.dtype, device=x.device)
-            for start, end, mask in mask_chunks(*x.shape, p, seed, x.device):
-                torch.mm(x[start:end] * mask, A.t(), out=xa[start:end])
-        else:
-            xa = x @ A.t()
+        out = x @ dequantize(packed, quant_state, x.dtype).t()
+        dropped = x * keep_mask(x.shape, p, seed, x.device, x.dtype) if p else x
+        xa = dropped @ lora_A.to(x.dtype).t()
+        del dropped
         scale = scaling / (1.0 - p)
         out.addmm_(xa, lora_B.to(x.dtype).t(), alpha=scale)
         ctx.save_for_backward(x, lora_A, lora_B, xa)
@@ -138,25 +68,22 @@ class LoRANF4Function(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, lora_A, lora_B, xa = ctx.saved_tensors
+        packed, quant_state, dequantize = ctx.weight
         scale, p, seed = ctx.dropout
         grad_x = None
         if ctx.needs_input_grad[0]:  # the base GEMM first: its dequantized weight is freed before the LoRA part
-            grad_x = linear_nf4_input_grad(grad, *ctx.weight)
+            grad_x = grad @ dequantize(packed, quant_state, grad.dtype)
         grad_B = (grad.t() @ xa).mul_(scale).to(lora_B.dtype)
         grad_xa = (grad @ lora_B.to(grad.dtype)).mul_(scale)
         del grad
-        A = lora_A.to(grad_xa.dtype)
-        if p:
-            grad_A = torch.zeros(lora_A.shape, dtype=torch.float32, device=x.device)
-            for start, end, mask in mask_chunks(*x.shape, p, seed, x.device):
-                grad_A += (grad_xa[start:end].t() @ (x[start:end] * mask)).float()
-                if grad_x is not None:
-                    grad_x[start:end] += (grad_xa[start:end] @ A).mul_(mask)
-        else:
-            grad_A = grad_xa.t() @ x
-            if grad_x is not None:
-                grad_x.addmm_(grad_xa, A)
-        return grad_x, grad_A.to(lora_A.dtype), grad_B, None, None, None, None, None, None
+        mask = keep_mask(x.shape, p, seed, x.device, x.dtype) if p else None
+        dropped = x * mask if p else x
+        grad_A = (grad_xa.t() @ dropped).to(lora_A.dtype)
+        del dropped
+        if grad_x is not None:
+            lora_grad = grad_xa @ lora_A.to(grad_xa.dtype)
+            grad_x += lora_grad.mul_(mask) if p else lora_grad
+        return grad_x, grad_A, grad_B, None, None, None, None, None, None
 
 
 def _frozen_weight(base) -> tuple[torch.Tensor, object]:

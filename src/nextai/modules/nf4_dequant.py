@@ -54,22 +54,20 @@ def _kernel():
 
     @triton.jit
     def dequantize_nf4_kernel(packed_ptr, scale_ptr, scale2_ptr, code2_ptr, offset_ptr, table_ptr, out_ptr,
-                              n_elements, n_out, n_local, first_block, row_blocks, stride_blocks,
-                              HALF: tl.constexpr, NESTED: tl.constexpr, BLOCKS: tl.constexpr, TREE: tl.constexpr):
-        # One row of the tile per quantization block (HALF bytes in, 2 * HALF values out). Local block L of the
-        # output is block `first_block + (L // row_blocks) * stride_blocks + L % row_blocks` of the weight: the
-        # whole weight (row_blocks == stride_blocks, first_block 0) or a rectangle of it.
-        local = tl.program_id(0) * BLOCKS + tl.arange(0, BLOCKS)
-        row_ok = local < n_local
-        blocks = first_block + (local // row_blocks) * stride_blocks + local % row_blocks
+                              n_elements, n_blocks, HALF: tl.constexpr, NESTED: tl.constexpr,
+                              BLOCKS: tl.constexpr, TREE: tl.constexpr):
+        # One row per quantization block: HALF bytes in, 2 * HALF values out.
+        rows = tl.program_id(0) * BLOCKS + tl.arange(0, BLOCKS)
+        row_ok = rows < n_blocks
         if NESTED:
-            q = tl.load(scale_ptr + blocks, mask=row_ok, other=0).to(tl.int32)
-            scale = tl.load(code2_ptr + q) * tl.load(scale2_ptr + blocks // 256, mask=row_ok, other=0.0)
+            q = tl.load(scale_ptr + rows, mask=row_ok, other=0).to(tl.int32)
+            scale = tl.load(code2_ptr + q) * tl.load(scale2_ptr + rows // 256, mask=row_ok, other=0.0)
             scale = scale + tl.load(offset_ptr)
         else:
-            scale = tl.load(scale_ptr + blocks, mask=row_ok, other=0.0)
-        byte_index = blocks[:, None] * HALF + tl.arange(0, HALF)[None, :]
-        in_range = (byte_index * 2 < n_elements) & row_ok[:, None]
+            scale = tl.load(scale_ptr + rows, mask=row_ok, other=0.0)
+        cols = tl.arange(0, HALF)
+        byte_index = rows[:, None] * HALF + cols[None, :]
+        in_range = byte_index * 2 < n_elements
         byte = tl.load(packed_ptr + byte_index, mask=in_range, other=0).to(tl.int32)
         if TREE:  # the NF4 values from a tree of selects in registers (bitsandbytes' Triton helper)
             high = dequantize_nf4_tree(byte >> 4) * scale[:, None]
@@ -78,9 +76,8 @@ def _kernel():
             high = tl.load(table_ptr + (byte >> 4)) * scale[:, None]  # the even element sits in the high nibble
             low = tl.load(table_ptr + (byte & 15)) * scale[:, None]
         values = tl.interleave(high, low)
-        out_index = local[:, None] * (2 * HALF) + tl.arange(0, 2 * HALF)[None, :]
-        tl.store(out_ptr + out_index, values.to(out_ptr.dtype.element_ty),
-                 mask=(out_index < n_out) & row_ok[:, None])
+        out_index = rows[:, None] * (2 * HALF) + tl.arange(0, 2 * HALF)[None, :]
+        tl.store(out_ptr + out_index, values.to(out_ptr.dtype.element_ty), mask=out_index < n_elements)
 
     return dequantize_nf4_kernel
 
@@ -91,36 +88,17 @@ _KERNEL = None
 BLOCKS, WARPS, TREE = 64, 4, False
 
 
-def sliceable(quant_state) -> bool:
-    """Rectangles of the weight can be dequantized alone when its rows are whole quantization blocks."""
-    return len(quant_state.shape) == 2 and quant_state.shape[1] % quant_state.blocksize == 0
-
-
-def triton_dequantize_nf4(packed: torch.Tensor, quant_state, dtype: torch.dtype,
-                          rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None,
-                          blocks: int = BLOCKS, warps: int = WARPS, tree: bool = TREE) -> torch.Tensor:
-    """The weight of shape `quant_state.shape` in `dtype` (bf16 or fp16), in one fused kernel; or only its
-    `rows` x `cols` rectangle (half-open ranges; `cols` on quantization-block boundaries, see `sliceable`)."""
+def triton_dequantize_nf4(packed: torch.Tensor, quant_state, dtype: torch.dtype, blocks: int = BLOCKS,
+                          warps: int = WARPS, tree: bool = TREE) -> torch.Tensor:
+    """The weight of shape `quant_state.shape` in `dtype` (bf16 or fp16), in one fused kernel."""
     import triton
 
     global _KERNEL
     if _KERNEL is None:
         _KERNEL = _kernel()
-    n_rows, n_cols = quant_state.shape
-    size = quant_state.blocksize
-    r0, r1 = rows or (0, n_rows)
-    c0, c1 = cols or (0, n_cols)
-    n_elements = n_rows * n_cols
-    if (r0, r1, c0, c1) == (0, n_rows, 0, n_cols):
-        n_local = triton.cdiv(n_elements, size)
-        first_block, row_blocks, stride_blocks = 0, n_local, n_local
-    elif sliceable(quant_state) and c0 % size == 0 and c1 % size == 0 and 0 <= r0 < r1 <= n_rows and c1 <= n_cols:
-        stride_blocks, row_blocks = n_cols // size, (c1 - c0) // size
-        first_block, n_local = r0 * stride_blocks + c0 // size, (r1 - r0) * row_blocks
-    else:
-        raise ValueError(f"cannot dequantize rows {r0}:{r1}, columns {c0}:{c1} of a {n_rows} x {n_cols} weight "
-                         f"quantized in blocks of {size}")
-    out = torch.empty((r1 - r0, c1 - c0), dtype=dtype, device=packed.device)
+    out = torch.empty(quant_state.shape, dtype=dtype, device=packed.device)
+    n_elements = out.numel()
+    n_blocks = triton.cdiv(n_elements, quant_state.blocksize)
     table = quant_state.code.to(device=packed.device, dtype=torch.float32)
     if quant_state.nested:
         state2 = quant_state.state2
@@ -128,36 +106,22 @@ def triton_dequantize_nf4(packed: torch.Tensor, quant_state, dtype: torch.dtype,
     else:
         absmax = quant_state.absmax.float()
         scales = (absmax, absmax, absmax, absmax)  # the nested arguments are unused
-    _KERNEL[(triton.cdiv(n_local, blocks),)](
-        packed.reshape(-1).view(torch.uint8), *scales, table, out, n_elements, out.numel(), n_local, first_block,
-        row_blocks, stride_blocks, HALF=size // 2, NESTED=quant_state.nested, BLOCKS=blocks, TREE=tree,
-        num_warps=warps,
+    _KERNEL[(triton.cdiv(n_blocks, blocks),)](
+        packed.reshape(-1).view(torch.uint8), *scales, table, out, n_elements, n_blocks,
+        HALF=quant_state.blocksize // 2, NESTED=quant_state.nested, BLOCKS=blocks, TREE=tree, num_warps=warps,
         enable_fp_fusion=False)  # no FMA: scale = code * absmax + offset rounds twice, as in bitsandbytes
     return out
 
 
-class Dequantizer:
-    """The chosen kernel as `dequantizer(packed, quant_state, dtype) -> weight`; with the Triton kernel, rectangles of
-    a weight too (`can_slice`, `slice`), so that a large weight need not be whole in memory at once. Weights the
-    Triton kernel does not handle (see `triton_supported`) go to bitsandbytes."""
+def dequantizer(kernel: DequantKernel):
+    """A function `(packed weight, quant_state, dtype) -> weight` for the chosen kernel; the Triton one falls
+    back to bitsandbytes for weights it does not handle (see `triton_supported`)."""
+    if kernel == "bitsandbytes":
+        return bitsandbytes_dequantize
 
-    def __init__(self, kernel: DequantKernel) -> None:
-        self.kernel = "bitsandbytes" if kernel == "bitsandbytes" else "triton"
-
-    def _triton(self, packed: torch.Tensor, quant_state, dtype: torch.dtype) -> bool:
-        return self.kernel == "triton" and triton_supported(packed, quant_state, dtype)
-
-    def __call__(self, packed: torch.Tensor, quant_state, dtype: torch.dtype) -> torch.Tensor:
-        if self._triton(packed, quant_state, dtype):
+    def dequantize(packed: torch.Tensor, quant_state, dtype: torch.dtype) -> torch.Tensor:
+        if triton_supported(packed, quant_state, dtype):
             return triton_dequantize_nf4(packed, quant_state, dtype)
         return bitsandbytes_dequantize(packed, quant_state, dtype)
 
-    def can_slice(self, packed: torch.Tensor, quant_state, dtype: torch.dtype) -> bool:
-        return self._triton(packed, quant_state, dtype) and sliceable(quant_state)
-
-    def slice(self, packed: torch.Tensor, quant_state, dtype: torch.dtype, rows=None, cols=None) -> torch.Tensor:
-        return triton_dequantize_nf4(packed, quant_state, dtype, rows=rows, cols=cols)
-
-
-def dequantizer(kernel: DequantKernel) -> Dequantizer:
-    return Dequantizer(kernel)
+    return dequantize
