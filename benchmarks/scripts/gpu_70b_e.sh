@@ -12,9 +12,11 @@
 #   gpu_70b_e.sh chunks   ran at commit 209598b, where large weights were dequantized in pieces and masks drawn in
 #                         row chunks (taken out after it): GPU tests of the kernel, the memory peak again, the peer
 #                         beside one 4096-token pack, capped and fast
+#   gpu_70b_e.sh fused    LoRA dropout in fused Triton kernels: all GPU tests, then the peer (offloaded
+#                         checkpointing) beside capped, one 4096-token pack and fast
 #   gpu_70b_e.sh v5       the report's recipe first in a process of its own, then capped, on the V5-like lengths
 set -uo pipefail
-arm=${1:?usage: gpu_70b_e.sh screen|sweep|gc|nogc|v5|chunks}
+arm=${1:?usage: gpu_70b_e.sh screen|sweep|gc|nogc|v5|chunks|fused}
 source benchmarks/scripts/gpu_env.sh
 # `screen` and `sweep` ran before the recipes took the new layers: OLD pins the capped and fast recipes as they were.
 NEW="lean_lora=true,dequant_kernel=triton"
@@ -58,6 +60,17 @@ elif [ "$arm" = chunks ]; then  # after weights dequantized in pieces and masks 
   timeout 250 python3 -m nextai bench --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --timed-batches 4 \
     --lengths fixed:1024x400 --recipe "capped:pack_length=4096,batch_size=1,memory_budget=36.5GiB" --recipe capped \
     --recipe fast --out $OUT/bench --name bench-70b-e-chunks --timeout 240 2>&1 | grep -E "^\| (capped|fast)"
+elif [ "$arm" = fused ]; then  # LoRA dropout in fused Triton kernels: GPU tests, the peer, capped/fast/one 4096 pack
+  timeout 150 python3 -m pytest -m gpu tests -q -p no:cacheprovider -s 2>&1 | tee $OUT/gpu-tests.log | tail -4
+  grep -q " failed" $OUT/gpu-tests.log && { echo "GPU tests failed: stopping before the 70B runs"; exit 1; }
+  build
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whlpeer/*.whl
+  timeout 220 python3 .peers/unsloth_vs_plain.py --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --arms unsloth \
+    --targets o_down --cases 4x1024 --steps 2 --budget-s 200 > $OUT/peer-gc.log 2>&1
+  grep -E "^\| unsloth" $OUT/peer-gc.log | tail -2
+  timeout 250 python3 -m nextai bench --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --timed-batches 4 \
+    --lengths fixed:1024x400 --recipe capped --recipe "capped:pack_length=4096,batch_size=1,memory_budget=36.5GiB" \
+    --recipe fast --out $OUT/bench --name bench-70b-e-fused --timeout 240 2>&1 | grep -E "^\| (capped|fast)"
 elif [ "$arm" = v5 ]; then  # the report's recipe first in its process, then capped, on the V5-like lengths
   build
   timeout 280 python3 -m nextai bench --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --timed-batches 4 \
