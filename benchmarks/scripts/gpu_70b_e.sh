@@ -12,8 +12,8 @@
 #   gpu_70b_e.sh chunks   ran at commit 209598b, where large weights were dequantized in pieces and masks drawn in
 #                         row chunks (taken out after it): GPU tests of the kernel, the memory peak again, the peer
 #                         beside one 4096-token pack, capped and fast
-#   gpu_70b_e.sh fused    LoRA dropout in fused Triton kernels: all GPU tests, then the peer (offloaded
-#                         checkpointing) beside capped, one 4096-token pack and fast
+#   gpu_70b_e.sh fused    ran at commit 8be06ce, where LoRA dropout ran in fused Triton kernels (taken out after
+#                         it): all GPU tests, then the peer beside capped, one 4096-token pack and fast
 #   gpu_70b_e.sh v5       the report's recipe first in a process of its own, then capped, on the V5-like lengths
 set -uo pipefail
 arm=${1:?usage: gpu_70b_e.sh screen|sweep|gc|nogc|v5|chunks|fused}

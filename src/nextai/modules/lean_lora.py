@@ -19,7 +19,6 @@ import torch
 from bitsandbytes.nn.modules import fix_4bit_weight_quant_state_from_module
 from peft.tuners.lora.bnb import Linear4bit as PeftLinear4bit
 
-from nextai.modules.lora_dropout_triton import dropped_lora_a, dropped_lora_a_backward
 from nextai.modules.nf4_dequant import DequantKernel, dequantizer
 
 
@@ -51,39 +50,32 @@ class FrozenNF4Function(torch.autograd.Function):
 
 class LoRANF4Function(torch.autograd.Function):
     """y = x W^T + s/(1-p) ((x * m) A^T) B^T for a frozen 4-bit W, LoRA weights A (r x in), B (out x r) and the
-    dropout mask m drawn from `seed` (p = 0: no mask). x is 2-D and contiguous, in the compute dtype; A and B may be
-    fp32. `fused`: the mask side runs in nextai's Triton kernels (`lora_dropout_triton`), which never store it."""
+    dropout mask m drawn from `seed` (p = 0: no mask). x is 2-D, in the compute dtype; A and B may be fp32."""
 
     @staticmethod
-    def forward(ctx, x, lora_A, lora_B, packed, quant_state, dequantize, scaling, p, seed, fused=False):
+    def forward(ctx, x, lora_A, lora_B, packed, quant_state, dequantize, scaling, p, seed):
         out = x @ dequantize(packed, quant_state, x.dtype).t()
-        if p and fused:
-            xa = dropped_lora_a(x, lora_A.to(x.dtype), p, seed)
-        else:
-            dropped = x * keep_mask(x.shape, p, seed, x.device, x.dtype) if p else x
-            xa = dropped @ lora_A.to(x.dtype).t()
-            del dropped
+        dropped = x * keep_mask(x.shape, p, seed, x.device, x.dtype) if p else x
+        xa = dropped @ lora_A.to(x.dtype).t()
+        del dropped
         scale = scaling / (1.0 - p)
         out.addmm_(xa, lora_B.to(x.dtype).t(), alpha=scale)
         ctx.save_for_backward(x, lora_A, lora_B, xa)
         ctx.weight = (packed, quant_state, dequantize)
-        ctx.dropout = (scale, p, seed, fused)
+        ctx.dropout = (scale, p, seed)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         x, lora_A, lora_B, xa = ctx.saved_tensors
         packed, quant_state, dequantize = ctx.weight
-        scale, p, seed, fused = ctx.dropout
+        scale, p, seed = ctx.dropout
         grad_x = None
         if ctx.needs_input_grad[0]:  # the base GEMM first: its dequantized weight is freed before the LoRA part
             grad_x = grad @ dequantize(packed, quant_state, grad.dtype)
         grad_B = (grad.t() @ xa).mul_(scale).to(lora_B.dtype)
         grad_xa = (grad @ lora_B.to(grad.dtype)).mul_(scale)
         del grad
-        if p and fused:
-            grad_A = dropped_lora_a_backward(x, lora_A.to(x.dtype), grad_xa, p, seed, grad_x)
-            return grad_x, grad_A.to(lora_A.dtype), grad_B, None, None, None, None, None, None, None
         mask = keep_mask(x.shape, p, seed, x.device, x.dtype) if p else None
         dropped = x * mask if p else x
         grad_A = (grad_xa.t() @ dropped).to(lora_A.dtype)
@@ -91,7 +83,7 @@ class LoRANF4Function(torch.autograd.Function):
         if grad_x is not None:
             lora_grad = grad_xa @ lora_A.to(grad_xa.dtype)
             grad_x += lora_grad.mul_(mask) if p else lora_grad
-        return grad_x, grad_A, grad_B, None, None, None, None, None, None, None
+        return grad_x, grad_A, grad_B, None, None, None, None, None, None
 
 
 def _frozen_weight(base) -> tuple[torch.Tensor, object]:
@@ -107,7 +99,6 @@ class LeanLoraLinear4bit(PeftLinear4bit):
     """peft's LoRA layer on a bitsandbytes 4-bit linear, computed by `LoRANF4Function`."""
 
     nextai_dequantize = None  # set by `make_lean`
-    nextai_fused_dropout = False
 
     def _plain_adapter(self, args, kwargs) -> str | None:
         """The one active adapter when this call is plain LoRA, else None (peft's own forward handles it)."""
@@ -130,8 +121,7 @@ class LeanLoraLinear4bit(PeftLinear4bit):
         flat = x.to(_compute_dtype(base, x)).reshape(-1, x.shape[-1])
         with torch.autocast(x.device.type, enabled=False):  # every dtype is explicit
             out = LoRANF4Function.apply(flat, self.lora_A[name].weight, self.lora_B[name].weight, packed, quant_state,
-                                        self.nextai_dequantize, self.scaling[name], p, seed,
-                                        self.nextai_fused_dropout)
+                                        self.nextai_dequantize, self.scaling[name], p, seed)
         return out.reshape(*x.shape[:-1], -1).to(x.dtype)
 
 
@@ -160,7 +150,6 @@ def make_lean(model, lean_lora: bool = True, kernel: DequantKernel = "bitsandbyt
             if type(module) is PeftLinear4bit:
                 module.__class__ = LeanLoraLinear4bit
                 module.nextai_dequantize = dequantize
-                module.nextai_fused_dropout = kernel == "triton"
                 lean_bases.add(id(module.get_base_layer()))
     plain = 0
     if kernel != "bitsandbytes":
@@ -173,9 +162,7 @@ def make_lean(model, lean_lora: bool = True, kernel: DequantKernel = "bitsandbyt
             if lean_lora else "peft's LoRA layers")
     if kernel == "bitsandbytes":
         return f"{lora}; bitsandbytes NF4 dequantization"
-    fused = ", LoRA dropout in fused Triton kernels" if lean_lora else ""
-    return (f"{lora}; {kernel} NF4 dequantization in {len(lean_bases) + plain} layers (bitsandbytes in the "
-            f"rest){fused}")
+    return f"{lora}; {kernel} NF4 dequantization in {len(lean_bases) + plain} layers (bitsandbytes in the rest)"
 
 
 def undo_lean(model) -> None:
