@@ -14,9 +14,13 @@
 #                         beside one 4096-token pack, capped and fast
 #   gpu_70b_e.sh fused    ran at commit 8be06ce, where LoRA dropout ran in fused Triton kernels (taken out after
 #                         it): all GPU tests, then the peer beside capped, one 4096-token pack and fast
+#   gpu_70b_e.sh cap      with model.memory_budget capping torch's allocator: the peer beside one 4096-token pack and
+#                         two 2048-token packs (the capped recipe then: 36 GiB plan)
+#   gpu_70b_e.sh final    all GPU tests on the final code; V5-like hours of the report's recipe (first in its process)
+#                         and capped (one 4096-token pack a step, allocator held under 36.5 GiB)
 #   gpu_70b_e.sh v5       the report's recipe first in a process of its own, then capped, on the V5-like lengths
 set -uo pipefail
-arm=${1:?usage: gpu_70b_e.sh screen|sweep|gc|nogc|v5|chunks|fused}
+arm=${1:?usage: gpu_70b_e.sh screen|sweep|gc|nogc|v5|chunks|fused|cap|final}
 source benchmarks/scripts/gpu_env.sh
 # `screen` and `sweep` ran before the recipes took the new layers: OLD pins the capped and fast recipes as they were.
 NEW="lean_lora=true,dequant_kernel=triton"
@@ -71,6 +75,25 @@ elif [ "$arm" = fused ]; then  # LoRA dropout in fused Triton kernels: GPU tests
   timeout 250 python3 -m nextai bench --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --timed-batches 4 \
     --lengths fixed:1024x400 --recipe capped --recipe "capped:pack_length=4096,batch_size=1,memory_budget=36.5GiB" \
     --recipe fast --out $OUT/bench --name bench-70b-e-fused --timeout 240 2>&1 | grep -E "^\| (capped|fast)"
+elif [ "$arm" = cap ]; then  # memory_budget now caps torch's allocator: the peer beside capped plans of 2048/4096
+  timeout 120 python3 -m pytest -m gpu tests/e2e/test_gpu_levers.py -q -p no:cacheprovider 2>&1 | tail -2
+  build
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whlpeer/*.whl
+  timeout 220 python3 .peers/unsloth_vs_plain.py --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --arms unsloth \
+    --targets o_down --cases 4x1024 --steps 2 --budget-s 200 > $OUT/peer-gc.log 2>&1
+  grep -E "^\| unsloth" $OUT/peer-gc.log | tail -2
+  timeout 280 python3 -m nextai bench --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --timed-batches 4 \
+    --lengths fixed:1024x400 --recipe "capped:pack_length=4096,batch_size=1,memory_budget=36.5GiB" --recipe capped \
+    --out $OUT/bench --name bench-70b-e-cap --timeout 270 2>&1 \
+    | grep -E "^\| capped"
+  python3 -c "import json; [print(r['recipe'], r.get('peak_allocated_gib'), r.get('peak_reserved_gib'), r.get('allocator'))
+    for r in json.load(open('$OUT/bench/bench-70b-e-cap.json'))['rows']]"
+elif [ "$arm" = final ]; then  # all GPU tests; V5-like hours: the report's recipe first, then capped (4096 packs)
+  timeout 150 python3 -m pytest -m gpu tests -q -p no:cacheprovider -s 2>&1 | tee $OUT/gpu-tests.log | grep -E "passed|failed"
+  build
+  timeout 280 python3 -m nextai bench --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --timed-batches 4 \
+    --lengths v5-like --recipe report --recipe capped --out $OUT/bench --name bench-70b-e-final-v5 --timeout 270 2>&1 \
+    | grep -E "^\| (capped|report)"
 elif [ "$arm" = v5 ]; then  # the report's recipe first in its process, then capped, on the V5-like lengths
   build
   timeout 280 python3 -m nextai bench --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --timed-batches 4 \

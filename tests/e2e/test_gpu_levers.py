@@ -84,3 +84,14 @@ def test_memory_plan_on_cuda(tiny_model_dir):
     assert plan.policies == ["keep", "keep"]
     budgeted = build(tiny_model_dir, packing=True, micro_batch_tokens=2048, memory_budget="card")
     assert budgeted.memory_plan is not None and budgeted.memory_plan.policies == ["keep", "keep"]
+
+
+def test_a_memory_budget_caps_what_torch_may_reserve(tiny_model_dir):
+    """With `memory_budget: 4GiB` the card behaves as a 4 GiB one: 1 GiB more fits, 5 GiB do not."""
+    try:
+        build(tiny_model_dir, packing=True, micro_batch_tokens=2048, memory_budget="4GiB")
+        torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+        with pytest.raises(torch.OutOfMemoryError):
+            torch.empty(5 << 30, dtype=torch.uint8, device="cuda")
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)

@@ -113,6 +113,7 @@ def run_recipe(recipe: Recipe, job: dict, base, device: torch.device, rate: floa
         module.build_model(device, base=base)
         return measure(recipe, {**job, "lengths_spec": lengths_spec}, module, plan, lengths, device, rate)
     finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, torch.cuda.current_device())  # a recipe's cap ends with it
         if module.model is not None:
             from nextai.modules.lean_lora import undo_lean
 

@@ -75,6 +75,17 @@ def budget_bytes(memory_budget: str, device: torch.device) -> int:
     return parse_memory(memory_budget, "model.memory_budget")
 
 
+def cap_allocator(budget: int, device: torch.device) -> float:
+    """Hold torch's caching allocator to `budget` bytes of reserved memory on `device` (the card then behaves as
+    one of that size: past the cap the allocator frees its cached blocks and retries before it fails). Without
+    it, a plan that fits in allocated memory reserved up to 1.4 GiB more on an H200 with 141 GB to spare.
+    Returns the fraction of the card set."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    fraction = min(1.0, budget / torch.cuda.get_device_properties(index).total_memory)
+    torch.cuda.set_per_process_memory_fraction(fraction, index)
+    return fraction
+
+
 def measure_layer(model, tokens: int, packed: bool) -> LayerCost:
     """Run one decoder layer forward and backward on `tokens` random hidden states and read the allocator."""
     layer = decoder_layers(model)[0]

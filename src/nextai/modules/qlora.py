@@ -22,7 +22,7 @@ from nextai.modules.kernels import apply_liger_kernels, compile_decoder_layers
 from nextai.modules.loading import load_causal_lm
 from nextai.modules.lora import check_targets_exist, lora_config, lora_target_modules
 from nextai.modules.loss import describe_linear_cross_entropy, linear_cross_entropy
-from nextai.modules.memory_plan import budget_bytes, measure_layer, plan_layers
+from nextai.modules.memory_plan import budget_bytes, cap_allocator, measure_layer, plan_layers
 from nextai.modules.nf4_dequant import DequantKernel, resolve_kernel
 from nextai.modules.optim import (SCHEDULES, STATE_BYTES_PER_PARAM, OptimizerName, build_optimizer,
                                   build_schedule, check_optimizer)
@@ -268,6 +268,10 @@ class QLoRAModule(L.LightningModule):
             self.memory_plan = plan
             policies = plan.policies
             log.info("memory plan for %d tokens a micro batch: %s", tokens, plan.summary())
+            if hp.memory_budget != "card":
+                fraction = cap_allocator(plan.budget_bytes, device)
+                log.info("memory cap: torch's allocator may reserve %.1f GiB (%.1f %% of the card)",
+                         plan.budget_bytes / 2**30, 100 * fraction)
         elif hp.gradient_checkpointing:
             policies = ["offload" if hp.get("offload_activations") else "recompute"] * layers
         else:
