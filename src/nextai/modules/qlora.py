@@ -95,8 +95,8 @@ class QLoRAModule(L.LightningModule):
         compile_layers: `torch.compile` each decoder layer (its forward and recomputation).
         offload_activations: checkpointed layers keep their input in pinned CPU memory instead of on the GPU.
         memory_budget: a cap such as `38GiB`, or `card`: per decoder layer, keep activations, recompute them or
-            offload their input, whichever makes the step fastest under the cap (CUDA; overrides
-            `gradient_checkpointing` and `offload_activations`).
+            offload their input, whichever makes the step fastest under the cap, and hold torch's allocator to the
+            cap (CUDA; overrides `gradient_checkpointing` and `offload_activations`).
         lora_dtype: dtype of the LoRA weights (and so of their gradients).
         lean_lora: 4-bit LoRA layers keep their input and the dropout mask's seed for the backward pass instead of
             peft's dropout output and mask (the same function and gradients; 0.2 GiB less per 70B decoder layer at
