@@ -26,86 +26,73 @@ source benchmarks/scripts/gpu_env.sh
 NEW="lean_lora=true,dequant_kernel=triton"
 OLD="lean_lora=false,dequant_kernel=bitsandbytes,memory_budget=36.5GiB"
 build() { timeout 200 python3 -c "from nextai.bench.build import build_random_nf4; build_random_nf4('70b', '/tmp/nextai-bench/70b-nf4')"; }
-if [ "$arm" = screen ]; then
-  timeout 150 python3 -m pytest -m gpu tests -q -p no:cacheprovider -s 2>&1 | tee $OUT/gpu-tests.log | tail -8
-  grep -q " failed" $OUT/gpu-tests.log && { echo "GPU tests failed: stopping before the 70B runs"; exit 1; }
-  timeout 60 python3 benchmarks/scripts/dequant_speed.py $OUT/dequant
-  build
-  timeout 330 python3 -m nextai bench --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --timed-batches 4 \
-    --lengths fixed:1024x400 --recipe "capped:$OLD" --recipe "capped:$OLD,$NEW" \
-    --recipe "capped:$OLD,$NEW,pack_length=4096,batch_size=1" --recipe "fast:${OLD%,memory*}" --recipe "fast:$NEW" --out $OUT/bench --name bench-70b-e-screen --timeout 320 2>&1 | tail -16
-elif [ "$arm" = sweep ]; then
-  timeout 100 python3 -m pytest -m gpu tests/e2e/test_nf4_dequant_gpu.py -q -p no:cacheprovider 2>&1 | tail -3
-  timeout 150 python3 benchmarks/scripts/dequant_speed.py $OUT/dequant --sweep 2>&1 | tail -14
-  build
-  timeout 250 python3 -m nextai bench --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --timed-batches 4 \
-    --lengths fixed:1024x400 --recipe "capped:$OLD,lean_lora=true,pack_length=4096,batch_size=1" \
-    --recipe "capped:$OLD,$NEW,pack_length=4096,batch_size=1" --recipe "fast:$NEW" \
-    --out $OUT/bench --name bench-70b-e-sweep --timeout 240 2>&1 | grep -E "^\| (capped|fast)"
+gpu_tests() {  # the @pytest.mark.gpu tests in the given paths; the arm stops when one fails
+  timeout 150 python3 -m pytest -m gpu "$@" -q -p no:cacheprovider -s 2>&1 | tee $OUT/gpu-tests.log | grep -E "passed|failed"
+  ! grep -q " failed" $OUT/gpu-tests.log || { echo "GPU tests failed: stopping before the 70B runs"; exit 1; }
+}
+peer() {  # Unsloth on the same checkpoint, 4 x 1024 tokens; extra arguments go to the peer script (LOG first)
+  local log=$1; shift
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whlpeer/*.whl
+  timeout 220 python3 .peers/unsloth_vs_plain.py --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --arms unsloth \
+    --targets o_down --cases 4x1024 --steps 2 --budget-s 200 "$@" > $OUT/$log 2>&1
+  grep -E "^\| unsloth" $OUT/$log | tail -2
+}
+bench() {  # nextai bench on the 70B checkpoint: SECONDS NAME, then lengths and recipes
+  local seconds=$1 name=$2; shift 2
+  timeout $seconds python3 -m nextai bench --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --timed-batches 4 "$@" \
+    --out $OUT/bench --name $name --timeout $((seconds - 10)) 2>&1 | grep -E "^\| (capped|fast|report)"
+}
+allocator() {  # peak memory and the allocator's counters of each row of bench NAME
   python3 -c "import json; [print(r['recipe'], r.get('peak_allocated_gib'), r.get('peak_reserved_gib'), r.get('allocator'))
-    for r in json.load(open('$OUT/bench/bench-70b-e-sweep.json'))['rows']]"
-elif [ "$arm" = gc ]; then  # the peer with offloaded checkpointing beside the capped recipes
-  build
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whlpeer/*.whl
-  timeout 220 python3 .peers/unsloth_vs_plain.py --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --arms unsloth \
-    --targets o_down --cases 4x1024 --steps 2 --budget-s 200 > $OUT/peer-gc.log 2>&1
-  grep -E "^\| unsloth" $OUT/peer-gc.log | tail -2
-  timeout 230 python3 -m nextai bench --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --timed-batches 4 \
-    --lengths fixed:1024x400 --recipe capped --recipe "capped:pack_length=4096,batch_size=1,memory_budget=36.5GiB" \
-    --out $OUT/bench --name bench-70b-e-gc --timeout 220 2>&1 | grep -E "^\| capped"
-elif [ "$arm" = chunks ]; then  # after weights dequantized in pieces and masks in row chunks: the peer, capped, fast
-  timeout 100 python3 -m pytest -m gpu tests/e2e/test_nf4_dequant_gpu.py -q -p no:cacheprovider 2>&1 | tail -2
-  timeout 100 python3 benchmarks/scripts/memory_peak_70b_layers.py $OUT/mem triton 2>&1 | grep -E "^\| [0-9]|peak" | head -8
-  build
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whlpeer/*.whl
-  timeout 220 python3 .peers/unsloth_vs_plain.py --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --arms unsloth \
-    --targets o_down --cases 4x1024 --steps 2 --budget-s 200 > $OUT/peer-gc.log 2>&1
-  grep -E "^\| unsloth" $OUT/peer-gc.log | tail -2
-  timeout 250 python3 -m nextai bench --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --timed-batches 4 \
-    --lengths fixed:1024x400 --recipe "capped:pack_length=4096,batch_size=1,memory_budget=36.5GiB" --recipe capped \
-    --recipe fast --out $OUT/bench --name bench-70b-e-chunks --timeout 240 2>&1 | grep -E "^\| (capped|fast)"
-elif [ "$arm" = fused ]; then  # LoRA dropout in fused Triton kernels: GPU tests, the peer, capped/fast/one 4096 pack
-  timeout 150 python3 -m pytest -m gpu tests -q -p no:cacheprovider -s 2>&1 | tee $OUT/gpu-tests.log | tail -4
-  grep -q " failed" $OUT/gpu-tests.log && { echo "GPU tests failed: stopping before the 70B runs"; exit 1; }
-  build
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whlpeer/*.whl
-  timeout 220 python3 .peers/unsloth_vs_plain.py --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --arms unsloth \
-    --targets o_down --cases 4x1024 --steps 2 --budget-s 200 > $OUT/peer-gc.log 2>&1
-  grep -E "^\| unsloth" $OUT/peer-gc.log | tail -2
-  timeout 250 python3 -m nextai bench --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --timed-batches 4 \
-    --lengths fixed:1024x400 --recipe capped --recipe "capped:pack_length=4096,batch_size=1,memory_budget=36.5GiB" \
-    --recipe fast --out $OUT/bench --name bench-70b-e-fused --timeout 240 2>&1 | grep -E "^\| (capped|fast)"
-elif [ "$arm" = cap ]; then  # memory_budget now caps torch's allocator: the peer beside capped plans of 2048/4096
-  timeout 120 python3 -m pytest -m gpu tests/e2e/test_gpu_levers.py -q -p no:cacheprovider 2>&1 | tail -2
-  build
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whlpeer/*.whl
-  timeout 220 python3 .peers/unsloth_vs_plain.py --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --arms unsloth \
-    --targets o_down --cases 4x1024 --steps 2 --budget-s 200 > $OUT/peer-gc.log 2>&1
-  grep -E "^\| unsloth" $OUT/peer-gc.log | tail -2
-  timeout 280 python3 -m nextai bench --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --timed-batches 4 \
-    --lengths fixed:1024x400 --recipe "capped:pack_length=4096,batch_size=1,memory_budget=36.5GiB" --recipe capped \
-    --out $OUT/bench --name bench-70b-e-cap --timeout 270 2>&1 \
-    | grep -E "^\| capped"
-  python3 -c "import json; [print(r['recipe'], r.get('peak_allocated_gib'), r.get('peak_reserved_gib'), r.get('allocator'))
-    for r in json.load(open('$OUT/bench/bench-70b-e-cap.json'))['rows']]"
-elif [ "$arm" = final ]; then  # all GPU tests; V5-like hours: the report's recipe first, then capped (4096 packs)
-  timeout 150 python3 -m pytest -m gpu tests -q -p no:cacheprovider -s 2>&1 | tee $OUT/gpu-tests.log | grep -E "passed|failed"
-  build
-  timeout 280 python3 -m nextai bench --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --timed-batches 4 \
-    --lengths v5-like --recipe report --recipe capped --out $OUT/bench --name bench-70b-e-final-v5 --timeout 270 2>&1 \
-    | grep -E "^\| (capped|report)"
-elif [ "$arm" = v5 ]; then  # the report's recipe first in its process, then capped, on the V5-like lengths
-  build
-  timeout 280 python3 -m nextai bench --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --timed-batches 4 \
-    --lengths v5-like --recipe report --recipe capped --out $OUT/bench --name bench-70b-e-v5 --timeout 270 2>&1 \
-    | grep -E "^\| (capped|report)"
-else  # nogc: the peer without checkpointing beside the fast recipe; V5-like hours of report, capped and fast
-  build
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whlpeer/*.whl
-  timeout 200 python3 .peers/unsloth_vs_plain.py --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --arms unsloth \
-    --targets o_down --cases 4x1024 --steps 2 --unsloth-env UVP_UNSLOTH_GC=false --budget-s 180 > $OUT/peer-nogc.log 2>&1
-  grep -E "^\| unsloth" $OUT/peer-nogc.log | tail -2
-  timeout 300 python3 -m nextai bench --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --timed-batches 4 \
-    --lengths fixed:1024x400 --lengths v5-like --recipe fast --recipe capped --recipe report \
-    --out $OUT/bench --name bench-70b-e-nogc --timeout 290 2>&1 | grep -E "^\| (fast|capped|report)"
-fi
+    for r in json.load(open('$OUT/bench/$1.json'))['rows']]"
+}
+FIXED="--lengths fixed:1024x400"
+ONE_PACK="capped:pack_length=4096,batch_size=1,memory_budget=36.5GiB"
+case "$arm" in
+  screen)
+    gpu_tests tests
+    timeout 60 python3 benchmarks/scripts/dequant_speed.py $OUT/dequant
+    build
+    bench 330 bench-70b-e-screen $FIXED --recipe "capped:$OLD" --recipe "capped:$OLD,$NEW" \
+      --recipe "capped:$OLD,$NEW,pack_length=4096,batch_size=1" --recipe "fast:${OLD%,memory*}" --recipe "fast:$NEW" ;;
+  sweep)
+    gpu_tests tests/e2e/test_nf4_dequant_gpu.py
+    timeout 150 python3 benchmarks/scripts/dequant_speed.py $OUT/dequant --sweep 2>&1 | tail -14
+    build
+    bench 250 bench-70b-e-sweep $FIXED --recipe "capped:$OLD,lean_lora=true,pack_length=4096,batch_size=1" \
+      --recipe "capped:$OLD,$NEW,pack_length=4096,batch_size=1" --recipe "fast:$NEW"
+    allocator bench-70b-e-sweep ;;
+  gc)  # the peer with offloaded checkpointing beside the capped recipes
+    build
+    peer peer-gc.log
+    bench 230 bench-70b-e-gc $FIXED --recipe capped --recipe "$ONE_PACK" ;;
+  chunks)  # at 209598b: weights dequantized in pieces, masks in row chunks
+    gpu_tests tests/e2e/test_nf4_dequant_gpu.py
+    timeout 100 python3 benchmarks/scripts/memory_peak_70b_layers.py $OUT/mem triton 2>&1 | grep -E "^\| [0-9]|peak" | head -8
+    build
+    peer peer-gc.log
+    bench 250 bench-70b-e-chunks $FIXED --recipe "$ONE_PACK" --recipe capped --recipe fast ;;
+  fused)  # at 8be06ce: LoRA dropout in fused Triton kernels
+    gpu_tests tests
+    build
+    peer peer-gc.log
+    bench 250 bench-70b-e-fused $FIXED --recipe capped --recipe "$ONE_PACK" --recipe fast ;;
+  cap)  # memory_budget holds torch's allocator: the peer beside capped plans of 2048 and 4096 tokens
+    gpu_tests tests/e2e/test_gpu_levers.py
+    build
+    peer peer-gc.log
+    bench 280 bench-70b-e-cap $FIXED --recipe "$ONE_PACK" --recipe capped
+    allocator bench-70b-e-cap ;;
+  final)  # all GPU tests; V5-like hours: the report's recipe first, then capped
+    gpu_tests tests
+    build
+    bench 280 bench-70b-e-final-v5 --lengths v5-like --recipe report --recipe capped ;;
+  v5)  # the report's recipe first in its process, then capped, on the V5-like lengths
+    build
+    bench 280 bench-70b-e-v5 --lengths v5-like --recipe report --recipe capped ;;
+  nogc)  # the peer without checkpointing beside the fast recipe; V5-like hours of report, capped and fast
+    build
+    peer peer-nogc.log --unsloth-env UVP_UNSLOTH_GC=false
+    bench 300 bench-70b-e-nogc $FIXED --lengths v5-like --recipe fast --recipe capped --recipe report ;;
+  *) echo "unknown arm $arm"; exit 2 ;;
+esac

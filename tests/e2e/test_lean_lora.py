@@ -11,6 +11,8 @@ from nextai.modules.nf4_dequant import bitsandbytes_dequantize
 from nextai.modules.qlora import QLoRAModule
 from nextai.modules.quantization import Quantization
 
+from tiny_lora import set_lora_weights
+
 
 @pytest.fixture(scope="module")
 def linear():
@@ -80,11 +82,7 @@ def build(model_dir, lean, dropout, targets="all", compute="float32"):
         for layer in module.model.modules():
             if isinstance(layer, bnb.nn.Linear4bit):
                 layer.weight.quant_state.dtype = torch.float32
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in sorted(module.model.named_parameters()):
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
+    set_lora_weights(module.model)
     return module.train()
 
 

@@ -7,6 +7,8 @@ from nextai.errors import NextaiError
 from nextai.modules.activations import apply_layer_policies
 from nextai.modules.qlora import QLoRAModule
 
+from tiny_lora import build_tiny_lora
+
 
 def step(module, batch):
     module.model.zero_grad(set_to_none=True)
@@ -26,14 +28,7 @@ def batch():
 
 
 def build(model_dir, **options):
-    module = QLoRAModule(base_model=str(model_dir), lora_targets="all", lora_r=8, cutoff_len=256, **options)
-    module.build_model("cpu")
-    with torch.no_grad():
-        generator = torch.Generator().manual_seed(0)
-        for name, p in sorted(module.model.named_parameters()):
-            if "lora_" in name:  # A and B: modules built separately must compute the same function
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
-    return module.train()
+    return build_tiny_lora(model_dir, "cpu", **options)
 
 
 def test_keep_recompute_offload_give_the_same_gradients(tiny_model_dir, batch):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from nextai.modules.nf4_dequant import bitsandbytes_dequantize, triton_dequantize_nf4, triton_supported
-from nextai.modules.qlora import QLoRAModule
+
+from tiny_lora import build_tiny_lora
 
 pytestmark = pytest.mark.gpu
 
@@ -30,15 +31,7 @@ def test_triton_dequantization_equals_bitsandbytes_bit_for_bit(shape, nested, bl
 
 
 def build(model_dir, **options):
-    module = QLoRAModule(base_model=str(model_dir), lora_targets="attention_ffn_output", lora_r=8, cutoff_len=256,
-                         lora_dropout=0.0, **options)
-    module.build_model("cuda")
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in sorted(module.model.named_parameters()):
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
-    return module.train()
+    return build_tiny_lora(model_dir, "cuda", lora_targets="attention_ffn_output", lora_dropout=0.0, **options)
 
 
 def step(module, batch):

@@ -50,12 +50,11 @@ def triton_supported(packed: torch.Tensor, quant_state, dtype: torch.dtype) -> b
 def _kernel():
     import triton
     import triton.language as tl
-    from bitsandbytes.backends.triton.kernels_4bit import dequantize_nf4_tree
 
     @triton.jit
     def dequantize_nf4_kernel(packed_ptr, scale_ptr, scale2_ptr, code2_ptr, offset_ptr, table_ptr, out_ptr,
                               n_elements, n_blocks, HALF: tl.constexpr, NESTED: tl.constexpr,
-                              BLOCKS: tl.constexpr, TREE: tl.constexpr):
+                              BLOCKS: tl.constexpr):
         # One row per quantization block: HALF bytes in, 2 * HALF values out.
         rows = tl.program_id(0) * BLOCKS + tl.arange(0, BLOCKS)
         row_ok = rows < n_blocks
@@ -69,12 +68,9 @@ def _kernel():
         byte_index = rows[:, None] * HALF + cols[None, :]
         in_range = byte_index * 2 < n_elements
         byte = tl.load(packed_ptr + byte_index, mask=in_range, other=0).to(tl.int32)
-        if TREE:  # the NF4 values from a tree of selects in registers (bitsandbytes' Triton helper)
-            high = dequantize_nf4_tree(byte >> 4) * scale[:, None]
-            low = dequantize_nf4_tree(byte & 15) * scale[:, None]
-        else:  # from the 16-entry table (cached loads)
-            high = tl.load(table_ptr + (byte >> 4)) * scale[:, None]  # the even element sits in the high nibble
-            low = tl.load(table_ptr + (byte & 15)) * scale[:, None]
+        # NF4 values from the 16-entry table (cached loads; a tree of selects in registers measured slower)
+        high = tl.load(table_ptr + (byte >> 4)) * scale[:, None]  # the even element sits in the high nibble
+        low = tl.load(table_ptr + (byte & 15)) * scale[:, None]
         values = tl.interleave(high, low)
         out_index = rows[:, None] * (2 * HALF) + tl.arange(0, 2 * HALF)[None, :]
         tl.store(out_ptr + out_index, values.to(out_ptr.dtype.element_ty), mask=out_index < n_elements)
@@ -83,13 +79,13 @@ def _kernel():
 
 
 _KERNEL = None
-# Quantization blocks per program, warps per program, NF4 values from selects rather than the table: the fastest
-# of benchmarks/scripts/dequant_speed.py's sweep on an H200.
-BLOCKS, WARPS, TREE = 64, 4, False
+# Quantization blocks and warps per program: among the fastest of benchmarks/scripts/dequant_speed.py's sweep on an
+# H200 (results/dequant-speed.json).
+BLOCKS, WARPS = 64, 4
 
 
 def triton_dequantize_nf4(packed: torch.Tensor, quant_state, dtype: torch.dtype, blocks: int = BLOCKS,
-                          warps: int = WARPS, tree: bool = TREE) -> torch.Tensor:
+                          warps: int = WARPS) -> torch.Tensor:
     """The weight of shape `quant_state.shape` in `dtype` (bf16 or fp16), in one fused kernel."""
     import triton
 
@@ -108,7 +104,7 @@ def triton_dequantize_nf4(packed: torch.Tensor, quant_state, dtype: torch.dtype,
         scales = (absmax, absmax, absmax, absmax)  # the nested arguments are unused
     _KERNEL[(triton.cdiv(n_blocks, blocks),)](
         packed.reshape(-1).view(torch.uint8), *scales, table, out, n_elements, n_blocks,
-        HALF=quant_state.blocksize // 2, NESTED=quant_state.nested, BLOCKS=blocks, TREE=tree, num_warps=warps,
+        HALF=quant_state.blocksize // 2, NESTED=quant_state.nested, BLOCKS=blocks, num_warps=warps,
         enable_fp_fusion=False)  # no FMA: scale = code * absmax + offset rounds twice, as in bitsandbytes
     return out
 

@@ -30,6 +30,7 @@ from nextai.modules.quantization import Quantization, keep_cpu_layout_trainable
 from nextai.progress import saved_batch_progress
 from nextai.rundir import ADAPTER_DIR, run_dir
 from nextai.strategies import check_fsdp_model, is_fsdp
+from nextai.units import gib
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +272,7 @@ class QLoRAModule(L.LightningModule):
             if hp.memory_budget != "card":
                 fraction = cap_allocator(plan.budget_bytes, device)
                 log.info("memory cap: torch's allocator may reserve %.1f GiB (%.1f %% of the card)",
-                         plan.budget_bytes / 2**30, 100 * fraction)
+                         gib(plan.budget_bytes), 100 * fraction)
         elif hp.gradient_checkpointing:
             policies = ["offload" if hp.get("offload_activations") else "recompute"] * layers
         else:
