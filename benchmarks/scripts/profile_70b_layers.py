@@ -6,13 +6,16 @@ per-layer work of `capped`, which recomputes 79 of 80 layers) through QLoRAModul
 examples, and
 profiles 3 micro steps (forward + backward) with torch.profiler. Writes the kernels grouped by kind, and the top
 kernels, as markdown to OUT/profile-70b-layers-PACK-POLICY.md. `keep` turns recomputation off (the fast recipe's
-layers).
+layers). `capped` and `fast` profile the whole 80-layer model of `nextai bench` (/tmp/nextai-bench/70b-nf4) with
+that recipe: its memory plan, offloading and allocator cap.
 
-    python benchmarks/scripts/profile_70b_layers.py OUT_DIR [PACK_TOKENS (2048)] [recompute|keep]
+    python benchmarks/scripts/profile_70b_layers.py OUT_DIR [PACK_TOKENS (2048)] [recompute|keep|capped|fast]
 """
 
+import os
 import re
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -44,13 +47,64 @@ def kind(name: str) -> str:
     return "other"
 
 
+def timed_steps(step, steps: int = 3) -> float:
+    """Wall seconds per micro step, synchronized, without the profiler."""
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def profile_report(step, title: str, layers: int, steps: int = 3) -> str:
+    """Warm up, time, then profile `steps` micro steps; markdown of the GPU time by kind and the top kernels, with
+    the share of wall time the GPU was busy (kernel time / wall time; below 100 % is launch gaps or syncs)."""
+    for _ in range(3):
+        step()
+    wall = timed_steps(step, steps)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], acc_events=True) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA" and e.self_device_time_total > 0]
+    total = sum(e.self_device_time_total for e in events)
+    by_kind: dict[str, float] = defaultdict(float)
+    for e in events:
+        by_kind[kind(e.key)] += e.self_device_time_total
+    busy = total / steps / 1e6 / wall
+    lines = [f"# {title}", "",
+             f"{steps} micro steps (forward + backward); {total / steps / 1e3 / layers:.2f} ms of kernel time per "
+             f"layer per micro step (embeddings and loss included); wall {wall * 1e3:.1f} ms per micro step, "
+             f"GPU busy {100 * busy:.1f} %; peak allocated {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB.",
+             "", "| kind | share | ms per micro step |", "|---|---|---|"]
+    for label, micros in sorted(by_kind.items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {label} | {100 * micros / total:.1f} % | {micros / steps / 1e3:.2f} |")
+    blocking = [e for e in prof.key_averages() if e.device_type.name == "CPU"
+                and re.search(r"^cuda.*(Synchronize|Memcpy|Malloc|Free|HostAlloc)", e.key)]
+    if blocking:  # runtime calls that can stall the CPU (and so leave the GPU idle)
+        lines += ["", "| CUDA runtime call | calls per micro step | CPU ms per micro step |", "|---|---|---|"]
+        lines += [f"| `{e.key}` | {e.count / steps:.1f} | {e.cpu_time_total / steps / 1e3:.2f} |"
+                  for e in sorted(blocking, key=lambda e: -e.cpu_time_total)]
+    lines += ["", "| kernel | kind | share | ms per micro step | calls |", "|---|---|---|---|---|"]
+    for e in sorted(events, key=lambda e: -e.self_device_time_total)[:30]:
+        lines.append(f"| `{e.key[:90]}` | {kind(e.key)} | {100 * e.self_device_time_total / total:.1f} % | "
+                     f"{e.self_device_time_total / steps / 1e3:.2f} | {e.count} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(out: Path, pack: int, policy: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda")
-    directory = build_random_nf4(SHAPE, f"/tmp/nextai-bench/{SHAPE}")
-    recipe = RECIPES["kernels"]
+    if policy in ("capped", "fast"):  # the whole model, planned and capped as that recipe is
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")  # as `nextai fit` runs
+        directory, layers, recipe = build_random_nf4("70b", "/tmp/nextai-bench/70b-nf4"), 80, RECIPES[policy]
+        options = recipe.model_kwargs()
+    else:
+        directory, layers, recipe = build_random_nf4(SHAPE, f"/tmp/nextai-bench/{SHAPE}"), 4, RECIPES["kernels"]
+        options = {**recipe.model_kwargs(), "gradient_checkpointing": policy == "recompute"}
     module = QLoRAModule(base_model=str(directory), cutoff_len=1024, packing=True, micro_batch_tokens=pack,
-                         **{**recipe.model_kwargs(), "gradient_checkpointing": policy == "recompute"})
+                         **options)
     module.build_model(device)
     generator = torch.Generator().manual_seed(0)
     examples = pack // 1024
@@ -61,29 +115,14 @@ def main(out: Path, pack: int, policy: str) -> None:
             loss = module(batch).loss
         loss.backward()
 
-    for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA], acc_events=True) as prof:
-        for _ in range(3):
-            step()
-        torch.cuda.synchronize()
-    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA" and e.self_device_time_total > 0]
-    total = sum(e.self_device_time_total for e in events)
-    by_kind: dict[str, float] = defaultdict(float)
-    for e in events:
-        by_kind[kind(e.key)] += e.self_device_time_total
-    lines = [f"# GPU time of a 70B-shaped layer stack, `kernels` recipe, {pack}-token packs, layers {policy}", "",
-             f"4 decoder layers of the 70B shape, {policy}; 3 micro steps (forward + backward); "
-             f"{total / 3 / 1e3 / 4:.2f} ms of kernel time per layer per micro step (embeddings and loss included).",
-             "", "| kind | share | ms per micro step |", "|---|---|---|"]
-    for label, micros in sorted(by_kind.items(), key=lambda kv: -kv[1]):
-        lines.append(f"| {label} | {100 * micros / total:.1f} % | {micros / 3 / 1e3:.1f} |")
-    lines += ["", "| kernel | kind | share | calls |", "|---|---|---|---|"]
-    for e in sorted(events, key=lambda e: -e.self_device_time_total)[:25]:
-        lines.append(f"| `{e.key[:90]}` | {kind(e.key)} | {100 * e.self_device_time_total / total:.1f} % | "
-                     f"{e.count} |")
-    text = "\n".join(lines) + "\n"
+    retries = torch.cuda.memory_stats(device).get("num_alloc_retries", 0)
+    text = profile_report(step, f"GPU time of a 70B-shaped layer stack, `{recipe.name}` recipe, {pack}-token packs, "
+                                f"layers {policy}", layers=layers)
+    retries = torch.cuda.memory_stats(device).get("num_alloc_retries", 0) - retries
+    text += (f"\nAllocator retries in these {3 + 3 + 3} micro steps: {retries}; peak reserved "
+             f"{torch.cuda.max_memory_reserved(device) / 2**30:.2f} GiB.\n")
+    if module.memory_plan is not None:
+        text += f"Memory plan: {module.memory_plan.summary()}.\n"
     (out / f"profile-70b-layers-{pack}-{policy}.md").write_text(text)
     print(text)
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from nextai.modules.activations import apply_layer_policies
-from nextai.modules.lean_lora import FrozenNF4Function, LoRANF4Function, keep_mask
+from nextai.modules.lean_lora import FrozenNF4Function, LoRANF4Function
+from nextai.modules.lora_dropout import keep_mask
 from nextai.modules.nf4_dequant import bitsandbytes_dequantize
 from nextai.modules.qlora import QLoRAModule
 from nextai.modules.quantization import Quantization

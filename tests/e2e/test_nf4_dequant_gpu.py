@@ -5,7 +5,8 @@ agrees with peft + bitsandbytes."""
 import pytest
 import torch
 
-from nextai.modules.nf4_dequant import bitsandbytes_dequantize, triton_dequantize_nf4, triton_supported
+from nextai.modules.nf4_dequant import (DequantWorkspace, bitsandbytes_dequantize, dequantizer, triton_dequantize_nf4,
+                                        triton_supported)
 
 from tiny_lora import build_tiny_lora
 
@@ -28,6 +29,24 @@ def test_triton_dequantization_equals_bitsandbytes_bit_for_bit(shape, nested, bl
     assert ours.shape == reference.shape == shape and ours.dtype == dtype
     mismatched = (ours != reference).sum().item()
     assert mismatched == 0, f"{mismatched} of {ours.numel()} values differ; max {(ours - reference).abs().max()}"
+
+
+def test_the_workspace_takes_every_weight_without_allocating():
+    import bitsandbytes.functional as F
+
+    generator = torch.Generator().manual_seed(3)
+    weights = [F.quantize_4bit((torch.randn(shape, generator=generator) * 0.02).to("cuda", torch.bfloat16),
+                               blocksize=64, compress_statistics=True, quant_type="nf4")
+               for shape in [(1024, 512), (512, 2048), (64, 64)]]
+    workspace = DequantWorkspace()
+    workspace.reserve(512 * 2048, torch.bfloat16, torch.device("cuda"))
+    dequantize = dequantizer("triton", workspace)
+    before = torch.cuda.memory_allocated()
+    pointers = {dequantize(packed, state, torch.bfloat16).data_ptr() for packed, state in weights}
+    assert torch.cuda.memory_allocated() == before and len(pointers) == 1  # one buffer, nothing allocated
+    for packed, state in weights:
+        assert torch.equal(dequantize(packed, state, torch.bfloat16),
+                           bitsandbytes_dequantize(packed, state, torch.bfloat16))
 
 
 def build(model_dir, **options):

@@ -143,6 +143,7 @@ def measure(recipe: Recipe, job: dict, module: QLoRAModule, plan: list[list[int]
     warm = make_batch(chosen[-1], lengths, packed, data["pack_length"], device, generator)
     warmup_s = timed(lambda: (micro_step(warm), optimizer.step(), optimizer.zero_grad(set_to_none=True)), device)
     torch.cuda.reset_peak_memory_stats(device)
+    retries_before = torch.cuda.memory_stats(device).get("num_alloc_retries", 0)  # a count since the process began
     samples, losses, seen = [], [], {compute_tokens(chosen[-1], lengths, packed)}
     for indices in chosen:
         batch = make_batch(indices, lengths, packed, data["pack_length"], device, generator)
@@ -157,7 +158,7 @@ def measure(recipe: Recipe, job: dict, module: QLoRAModule, plan: list[list[int]
     peak_alloc, peak_reserved = torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_reserved(device)
     stats = torch.cuda.memory_stats(device)
     allocator = {"inactive_split_peak_gib": round(gib(stats.get("inactive_split_bytes.all.peak", 0)), 2),
-                 "alloc_retries": stats.get("num_alloc_retries", 0)}  # fragmentation behind reserved - allocated
+                 "alloc_retries": stats.get("num_alloc_retries", 0) - retries_before}  # in the timed micro steps
 
     slope, intercept = time_model(samples)
     per_micro = [intercept + slope * compute_tokens(b, lengths, packed) for b in plan]

@@ -31,7 +31,9 @@ class PinnedOffloader:
 
     Pack: copy to a pinned buffer on `copy_stream` after the compute stream reaches that point; the GPU tensor is
     released once the copy is done (`record_stream`). Unpack: tensors come back in the reverse order of packing
-    (the backward pass), so unpacking one starts the copy of the previous one on `copy_stream`.
+    (the backward pass), so unpacking one starts the copy of the previous one on `copy_stream`, into memory
+    allocated on the compute stream: blocks cached for the copy stream could not serve the compute stream, which
+    under a memory cap fragments what the allocator may reserve.
     """
 
     def __init__(self) -> None:
@@ -69,9 +71,13 @@ class PinnedOffloader:
         return item
 
     def _fetch(self, item: dict) -> None:
+        host = item["host"]
+        gpu = torch.empty(host.shape, dtype=host.dtype, device=item["device"])  # in the compute stream's pool
+        self.copy_stream.wait_stream(torch.cuda.current_stream(item["device"]))  # its block may just have been freed
         with torch.cuda.stream(self.copy_stream):
             self.copy_stream.wait_event(item["copied"])
-            item["gpu"] = item["host"].to(item["device"], non_blocking=True)
+            gpu.copy_(host, non_blocking=True)
+            item["gpu"] = gpu
             item["ready"] = torch.cuda.Event()
             item["ready"].record(self.copy_stream)
 
@@ -89,7 +95,6 @@ class PinnedOffloader:
         current = torch.cuda.current_stream(item["device"])
         current.wait_event(item["ready"])
         tensor = item["gpu"]
-        tensor.record_stream(current)
         released = torch.cuda.Event()
         released.record(current)
         self._free.append((item["base"], released))

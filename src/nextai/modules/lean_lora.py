@@ -5,8 +5,9 @@ the dropout's output and its mask for every adapted projection: with the report'
 the 70B shape and 4096 tokens, 0.42 GiB of the 1.24 GiB a decoder layer keeps. `LoRANF4Function` keeps the input
 itself instead (attention already keeps it for o_proj), the small `x @ A^T` and the seed of the dropout mask, and
 draws the same mask again in the backward pass: a kept layer then measured 1.03 GiB. The mask is Bernoulli(1 - p)
-like peft's, drawn from a generator seeded from torch's CPU generator, which activation checkpointing and nextai's
-checkpoints both restore: the recomputed forward and a resumed run draw the same masks.
+like peft's, drawn (`lora_dropout`: torch's generator, or Philox inside Triton kernels on CUDA) from a seed taken
+from torch's CPU generator, which activation checkpointing and nextai's checkpoints both restore: the recomputed
+forward and a resumed run draw the same masks.
 
 `make_lean` swaps the class of peft's 4-bit LoRA layers (and, with the Triton kernel, of the plain 4-bit layers)
 for subclasses whose `forward` uses these functions; weights, state dicts and adapters are untouched. Anything
@@ -19,14 +20,8 @@ import torch
 from bitsandbytes.nn.modules import fix_4bit_weight_quant_state_from_module
 from peft.tuners.lora.bnb import Linear4bit as PeftLinear4bit
 
-from nextai.modules.nf4_dequant import DequantKernel, dequantizer
-
-
-def keep_mask(shape: torch.Size, p: float, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The dropout mask (1 keeps, 0 drops, each kept with probability 1 - p) that `seed` always draws."""
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
-    return torch.empty(shape, device=device, dtype=dtype).bernoulli_(1.0 - p, generator=generator)
+from nextai.modules.lora_dropout import TorchDropout, TritonDropout
+from nextai.modules.nf4_dequant import DequantKernel, DequantWorkspace, dequantizer
 
 
 def draw_seed() -> int:
@@ -50,40 +45,39 @@ class FrozenNF4Function(torch.autograd.Function):
 
 class LoRANF4Function(torch.autograd.Function):
     """y = x W^T + s/(1-p) ((x * m) A^T) B^T for a frozen 4-bit W, LoRA weights A (r x in), B (out x r) and the
-    dropout mask m drawn from `seed` (p = 0: no mask). x is 2-D, in the compute dtype; A and B may be fp32."""
+    dropout mask m drawn from `seed` by `dropout` (`lora_dropout.TorchDropout` or `TritonDropout`; p = 0: no mask).
+    x is 2-D and contiguous, in the compute dtype; A and B may be fp32."""
 
     @staticmethod
-    def forward(ctx, x, lora_A, lora_B, packed, quant_state, dequantize, scaling, p, seed):
+    def forward(ctx, x, lora_A, lora_B, packed, quant_state, dequantize, scaling, p, seed, dropout=TorchDropout):
         out = x @ dequantize(packed, quant_state, x.dtype).t()
-        dropped = x * keep_mask(x.shape, p, seed, x.device, x.dtype) if p else x
+        dropped = dropout.dropped(x, p, seed) if p else x
         xa = dropped @ lora_A.to(x.dtype).t()
         del dropped
         scale = scaling / (1.0 - p)
         out.addmm_(xa, lora_B.to(x.dtype).t(), alpha=scale)
         ctx.save_for_backward(x, lora_A, lora_B, xa)
         ctx.weight = (packed, quant_state, dequantize)
-        ctx.dropout = (scale, p, seed)
+        ctx.dropout = (scale, p, seed, dropout)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         x, lora_A, lora_B, xa = ctx.saved_tensors
         packed, quant_state, dequantize = ctx.weight
-        scale, p, seed = ctx.dropout
+        scale, p, seed, dropout = ctx.dropout
         grad_x = None
         if ctx.needs_input_grad[0]:  # the base GEMM first: its dequantized weight is freed before the LoRA part
             grad_x = grad @ dequantize(packed, quant_state, grad.dtype)
         grad_B = (grad.t() @ xa).mul_(scale).to(lora_B.dtype)
         grad_xa = (grad @ lora_B.to(grad.dtype)).mul_(scale)
         del grad
-        mask = keep_mask(x.shape, p, seed, x.device, x.dtype) if p else None
-        dropped = x * mask if p else x
+        dropped = dropout.dropped(x, p, seed) if p else x
         grad_A = (grad_xa.t() @ dropped).to(lora_A.dtype)
         del dropped
         if grad_x is not None:
-            lora_grad = grad_xa @ lora_A.to(grad_xa.dtype)
-            grad_x += lora_grad.mul_(mask) if p else lora_grad
-        return grad_x, grad_A, grad_B, None, None, None, None, None, None
+            dropout.add_lora_grad_(grad_x, grad_xa, lora_A.to(grad_xa.dtype), p, seed)
+        return grad_x, grad_A, grad_B, None, None, None, None, None, None, None
 
 
 def _frozen_weight(base) -> tuple[torch.Tensor, object]:
@@ -96,7 +90,7 @@ def _apply_flat(function, base, x: torch.Tensor, *args) -> torch.Tensor:
     result back in x's shape and dtype, as bitsandbytes' layers return it."""
     dtype = base.compute_dtype if base.compute_dtype is not None else x.dtype
     with torch.autocast(x.device.type, enabled=False):
-        out = function.apply(x.to(dtype).reshape(-1, x.shape[-1]), *args)
+        out = function.apply(x.to(dtype).reshape(-1, x.shape[-1]).contiguous(), *args)
     return out.reshape(*x.shape[:-1], -1).to(x.dtype)
 
 
@@ -104,6 +98,7 @@ class LeanLoraLinear4bit(PeftLinear4bit):
     """peft's LoRA layer on a bitsandbytes 4-bit linear, computed by `LoRANF4Function`."""
 
     nextai_dequantize = None  # set by `make_lean`
+    nextai_dropout = TorchDropout
 
     def _plain_adapter(self, args, kwargs) -> str | None:
         """The one active adapter when this call is plain LoRA, else None (peft's own forward handles it)."""
@@ -124,7 +119,7 @@ class LeanLoraLinear4bit(PeftLinear4bit):
         p = dropout.p if isinstance(dropout, torch.nn.Dropout) and dropout.training else 0.0
         seed = draw_seed() if p else 0
         return _apply_flat(LoRANF4Function, base, x, self.lora_A[name].weight, self.lora_B[name].weight, packed,
-                           quant_state, self.nextai_dequantize, self.scaling[name], p, seed)
+                           quant_state, self.nextai_dequantize, self.scaling[name], p, seed, self.nextai_dropout)
 
 
 class DequantLinear4bit(bnb.nn.Linear4bit):
@@ -141,14 +136,17 @@ class DequantLinear4bit(bnb.nn.Linear4bit):
 
 def make_lean(model, lean_lora: bool = True, kernel: DequantKernel = "bitsandbytes") -> str:
     """Give peft's 4-bit LoRA layers the lean forward (`lean_lora`) and, with `kernel="triton"`, every other
-    frozen 4-bit linear the Triton dequantization (the lean layers use `kernel` too); returns what changed."""
-    dequantize = dequantizer(kernel)
+    frozen 4-bit linear the Triton dequantization (the lean layers use `kernel` too, and draw their dropout masks
+    in Triton: `lora_dropout.TritonDropout`); returns what changed."""
+    workspace = DequantWorkspace() if kernel == "triton" else None
+    dequantize = dequantizer(kernel, workspace)
     lean_bases: set[int] = set()
     if lean_lora:
         for module in model.modules():
             if type(module) is PeftLinear4bit:
                 module.__class__ = LeanLoraLinear4bit
                 module.nextai_dequantize = dequantize
+                module.nextai_dropout = TritonDropout(workspace) if kernel == "triton" else TorchDropout
                 lean_bases.add(id(module.get_base_layer()))
     plain = 0
     if kernel != "bitsandbytes":
@@ -157,11 +155,29 @@ def make_lean(model, lean_lora: bool = True, kernel: DequantKernel = "bitsandbyt
                 module.__class__ = DequantLinear4bit
                 module.nextai_dequantize = dequantize
                 plain += 1
+    if workspace is not None:
+        _reserve_largest(model, workspace)
     lora = (f"lean LoRA in {len(lean_bases)} layers (inputs and mask seeds kept, not dropout outputs and masks)"
             if lean_lora else "peft's LoRA layers")
     if kernel == "bitsandbytes":
         return f"{lora}; bitsandbytes NF4 dequantization"
-    return f"{lora}; {kernel} NF4 dequantization in {len(lean_bases) + plain} layers (bitsandbytes in the rest)"
+    masks = ", dropout masks drawn in Triton kernels" if lean_bases and kernel == "triton" else ""
+    return (f"{lora}; {kernel} NF4 dequantization in {len(lean_bases) + plain} layers (bitsandbytes in the "
+            f"rest) into one {workspace.nbytes() / 2**20:.0f} MiB buffer{masks}")
+
+
+def _reserve_largest(model, workspace: DequantWorkspace) -> None:
+    """Size the workspace for the largest weight the swapped layers dequantize, on each of their devices."""
+    largest: dict[tuple[torch.device, torch.dtype], int] = {}
+    for module in model.modules():
+        if type(module) in (LeanLoraLinear4bit, DequantLinear4bit):
+            base = module.get_base_layer() if isinstance(module, LeanLoraLinear4bit) else module
+            if base.weight.device.type != "cuda" or base.weight.quant_state is None:
+                continue
+            key = (base.weight.device, base.compute_dtype or torch.bfloat16)
+            largest[key] = max(largest.get(key, 0), base.weight.quant_state.shape.numel())
+    for (device, dtype), numel in largest.items():
+        workspace.reserve(numel, dtype, device)
 
 
 def undo_lean(model) -> None:
@@ -171,3 +187,6 @@ def undo_lean(model) -> None:
             module.__class__ = PeftLinear4bit
         elif type(module) is DequantLinear4bit:
             module.__class__ = bnb.nn.Linear4bit
+        else:
+            continue
+        module.nextai_dequantize = None  # releases the dequantization workspace

@@ -69,11 +69,12 @@ def _kernel():
         in_range = byte_index * 2 < n_elements
         byte = tl.load(packed_ptr + byte_index, mask=in_range, other=0).to(tl.int32)
         # NF4 values from the 16-entry table (cached loads; a tree of selects in registers measured slower)
-        high = tl.load(table_ptr + (byte >> 4)) * scale[:, None]  # the even element sits in the high nibble
-        low = tl.load(table_ptr + (byte & 15)) * scale[:, None]
-        values = tl.interleave(high, low)
+        # rounded to the output dtype before interleaving: half the register shuffling of interleaving fp32
+        dtype = out_ptr.dtype.element_ty
+        high = (tl.load(table_ptr + (byte >> 4)) * scale[:, None]).to(dtype)  # the even element: high nibble
+        low = (tl.load(table_ptr + (byte & 15)) * scale[:, None]).to(dtype)
         out_index = rows[:, None] * (2 * HALF) + tl.arange(0, 2 * HALF)[None, :]
-        tl.store(out_ptr + out_index, values.to(out_ptr.dtype.element_ty), mask=out_index < n_elements)
+        tl.store(out_ptr + out_index, tl.interleave(high, low), mask=out_index < n_elements)
 
     return dequantize_nf4_kernel
 
@@ -85,14 +86,16 @@ BLOCKS, WARPS = 64, 4
 
 
 def triton_dequantize_nf4(packed: torch.Tensor, quant_state, dtype: torch.dtype, blocks: int = BLOCKS,
-                          warps: int = WARPS) -> torch.Tensor:
-    """The weight of shape `quant_state.shape` in `dtype` (bf16 or fp16), in one fused kernel."""
+                          warps: int = WARPS, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The weight of shape `quant_state.shape` in `dtype` (bf16 or fp16), in one fused kernel (into `out`, a
+    contiguous tensor of that shape and dtype, when given)."""
     import triton
 
     global _KERNEL
     if _KERNEL is None:
         _KERNEL = _kernel()
-    out = torch.empty(quant_state.shape, dtype=dtype, device=packed.device)
+    if out is None:
+        out = torch.empty(quant_state.shape, dtype=dtype, device=packed.device)
     n_elements = out.numel()
     n_blocks = triton.cdiv(n_elements, quant_state.blocksize)
     table = quant_state.code.to(device=packed.device, dtype=torch.float32)
@@ -109,15 +112,61 @@ def triton_dequantize_nf4(packed: torch.Tensor, quant_state, dtype: torch.dtype,
     return out
 
 
-def dequantizer(kernel: DequantKernel):
+class DequantWorkspace:
+    """One buffer per device and dtype that every dequantized weight is written into.
+
+    Each dequantized weight is read by one GEMM, enqueued before the next weight is dequantized on the same stream,
+    so one buffer serves them all. Without it, weights of 0.1-0.5 GB (70B) come and go from torch's caching
+    allocator two or three times per layer and step; under a memory cap they fragment it, and each allocator retry
+    then waits for every queued kernel (measured: 82 retries in 9 capped 70B micro steps)."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    @staticmethod
+    def _key(dtype: torch.dtype, device: torch.device) -> tuple[torch.device, torch.dtype]:
+        if device.type == "cuda" and device.index is None:  # `cuda` and `cuda:0` are one buffer
+            device = torch.device("cuda", torch.cuda.current_device())
+        return device, dtype
+
+    def reserve(self, numel: int, dtype: torch.dtype, device: torch.device) -> None:
+        """Allocate now (before a memory plan measures what a layer adds) room for a weight of `numel` values."""
+        key = self._key(dtype, device)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.numel() < numel:
+            self._buffers[key] = None  # free the smaller one first
+            self._buffers[key] = torch.empty(numel, dtype=dtype, device=key[0])
+
+    def take(self, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        numel = shape.numel()
+        self.reserve(numel, dtype, device)
+        return self._buffers[self._key(dtype, device)][:numel].view(shape)
+
+    def borrow(self, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+        """A view of the buffer for a short-lived tensor (written and read before the next dequantization, on the
+        same stream), or None when it does not fit; never grows the buffer."""
+        buffer = self._buffers.get(self._key(dtype, device))
+        numel = shape.numel()
+        if buffer is None or buffer.numel() < numel or torch.compiler.is_compiling():
+            return None
+        return buffer[:numel].view(shape)
+
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self._buffers.values())
+
+
+def dequantizer(kernel: DequantKernel, workspace: DequantWorkspace | None = None):
     """A function `(packed weight, quant_state, dtype) -> weight` for the chosen kernel; the Triton one falls
-    back to bitsandbytes for weights it does not handle (see `triton_supported`)."""
+    back to bitsandbytes for weights it does not handle (see `triton_supported`) and writes into `workspace`
+    when given (the result is then valid until the next call on that device)."""
     if kernel == "bitsandbytes":
         return bitsandbytes_dequantize
 
     def dequantize(packed: torch.Tensor, quant_state, dtype: torch.dtype) -> torch.Tensor:
         if triton_supported(packed, quant_state, dtype):
-            return triton_dequantize_nf4(packed, quant_state, dtype)
+            shared = workspace is not None and not torch.compiler.is_compiling()  # compiled graphs allocate their own
+            out = workspace.take(torch.Size(quant_state.shape), dtype, packed.device) if shared else None
+            return triton_dequantize_nf4(packed, quant_state, dtype, out=out)
         return bitsandbytes_dequantize(packed, quant_state, dtype)
 
     return dequantize
