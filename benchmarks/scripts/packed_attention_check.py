@@ -39,9 +39,13 @@ def reference(q, k, v, lengths, grad):
 
 
 def varlen_attn(q, k, v, cu, m, scale):
+    import inspect
+
     from torch.nn.attention.varlen import varlen_attn as kernel
     k, v = (t.repeat_interleave(HQ // HKV, dim=1) for t in (k, v))
-    return kernel(q, k, v, cu, cu, m, m, is_causal=True, scale=scale)
+    # torch 2.11 takes a window, later versions is_causal (as nextai.modules.attention does)
+    causal = {"window_size": (-1, 0)} if "window_size" in inspect.signature(kernel).parameters else {"is_causal": True}
+    return kernel(q, k, v, cu, cu, m, m, scale=scale, **causal)
 
 
 def flash_gqa(q, k, v, cu, m, scale):
