@@ -12,8 +12,10 @@
 #                          inputs copied back into the compute stream's pool: GPU tests, then the capped profile
 #   gpu_70b_f.sh nogc      the peer without checkpointing beside nextai's fast recipe; V5-like hours of fast, capped
 #                          and the report's recipe in the same process
+#   gpu_70b_f.sh final     the dequantization kernel with byte-compared masks and cached tables: its GPU tests and
+#                          speed, then the peer with offloaded checkpointing beside capped and fast
 set -uo pipefail
-arm=${1:?usage: gpu_70b_f.sh profile|kernels|tests|cap|whole|workspace|nogc}
+arm=${1:?usage: gpu_70b_f.sh profile|kernels|tests|cap|whole|workspace|nogc|final}
 source benchmarks/scripts/gpu_env.sh
 source benchmarks/scripts/gpu_70b_lib.sh
 FIXED="--lengths fixed:1024x400"
@@ -62,5 +64,12 @@ case "$arm" in
     peer peer-nogc.log --unsloth-env UVP_UNSLOTH_GC=false
     bench 330 bench-70b-f-nogc $FIXED --lengths v5-like --recipe fast --recipe capped --recipe report
     allocator bench-70b-f-nogc ;;
+  final)
+    gpu_tests tests/e2e/test_nf4_dequant_gpu.py
+    timeout 60 python3 benchmarks/scripts/dequant_speed.py $OUT/dequant | tail -1
+    build
+    peer peer-gc.log
+    bench 250 bench-70b-f-final $FIXED --recipe capped --recipe fast
+    allocator bench-70b-f-final ;;
   *) echo "unknown arm $arm"; exit 2 ;;
 esac

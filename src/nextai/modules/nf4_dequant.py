@@ -5,7 +5,7 @@ Every 4-bit linear dequantizes its whole weight before each GEMM (forward, recom
 quantized block scales to an fp32 copy (a second kernel), then the weight. `triton_dequantize_nf4` does both in
 one pass: per block, the 8-bit scale is looked up in the nested code, multiplied by its group's fp32 scale and
 shifted by the offset, then both nibbles of each byte are looked up in the NF4 table and scaled, in fp32 and
-rounded once, as bitsandbytes does. On an H200 it moves 2.5-2.7 TB/s where bitsandbytes moves 1.9-2.0 (the large
+rounded once, as bitsandbytes does. On an H200 it moves 3.2 TB/s where bitsandbytes moves 1.9-2.0 (the large
 70B weights; `benchmarks/results/dequant-speed.md`). Neither bitsandbytes (its Triton kernels are for Intel GPUs,
 take fp32 scales and run slower here), Liger-kernel nor torch provides this;
 `tests/e2e/test_nf4_dequant_gpu.py` checks it bit for bit against bitsandbytes.
@@ -53,26 +53,30 @@ def _kernel():
 
     @triton.jit
     def dequantize_nf4_kernel(packed_ptr, scale_ptr, scale2_ptr, code2_ptr, offset_ptr, table_ptr, out_ptr,
-                              n_elements, n_blocks, HALF: tl.constexpr, NESTED: tl.constexpr,
+                              n_elements, n_bytes, n_blocks, HALF: tl.constexpr, NESTED: tl.constexpr,
                               BLOCKS: tl.constexpr):
         # One row per quantization block: HALF bytes in, 2 * HALF values out.
         rows = tl.program_id(0) * BLOCKS + tl.arange(0, BLOCKS)
         row_ok = rows < n_blocks
         if NESTED:
             q = tl.load(scale_ptr + rows, mask=row_ok, other=0).to(tl.int32)
-            scale = tl.load(code2_ptr + q) * tl.load(scale2_ptr + rows // 256, mask=row_ok, other=0.0)
+            # the small tables stay cached (evict_last); groups of 256 blocks share a second-level scale
+            scale = (tl.load(code2_ptr + q, eviction_policy="evict_last")
+                     * tl.load(scale2_ptr + (rows >> 8), mask=row_ok, other=0.0, eviction_policy="evict_last"))
             scale = scale + tl.load(offset_ptr)
         else:
             scale = tl.load(scale_ptr + rows, mask=row_ok, other=0.0)
         cols = tl.arange(0, HALF)
         byte_index = rows[:, None] * HALF + cols[None, :]
-        in_range = byte_index * 2 < n_elements
-        byte = tl.load(packed_ptr + byte_index, mask=in_range, other=0).to(tl.int32)
-        # NF4 values from the 16-entry table (cached loads; a tree of selects in registers measured slower)
+        # compared in bytes (not `2 * byte < n_elements`), so Triton sees the mask constant along a row and
+        # vectorizes the loads
+        byte = tl.load(packed_ptr + byte_index, mask=byte_index < n_bytes, other=0).to(tl.int32)
+        # NF4 values from the 16-entry table (the even element in the high nibble; a tree of selects in
+        # registers measured slower),
         # rounded to the output dtype before interleaving: half the register shuffling of interleaving fp32
         dtype = out_ptr.dtype.element_ty
-        high = (tl.load(table_ptr + (byte >> 4)) * scale[:, None]).to(dtype)  # the even element: high nibble
-        low = (tl.load(table_ptr + (byte & 15)) * scale[:, None]).to(dtype)
+        high = (tl.load(table_ptr + (byte >> 4), eviction_policy="evict_last") * scale[:, None]).to(dtype)
+        low = (tl.load(table_ptr + (byte & 15), eviction_policy="evict_last") * scale[:, None]).to(dtype)
         out_index = rows[:, None] * (2 * HALF) + tl.arange(0, 2 * HALF)[None, :]
         tl.store(out_ptr + out_index, tl.interleave(high, low), mask=out_index < n_elements)
 
@@ -106,7 +110,7 @@ def triton_dequantize_nf4(packed: torch.Tensor, quant_state, dtype: torch.dtype,
         absmax = quant_state.absmax.float()
         scales = (absmax, absmax, absmax, absmax)  # the nested arguments are unused
     _KERNEL[(triton.cdiv(n_blocks, blocks),)](
-        packed.reshape(-1).view(torch.uint8), *scales, table, out, n_elements, n_blocks,
+        packed.reshape(-1).view(torch.uint8), *scales, table, out, n_elements, (n_elements + 1) // 2, n_blocks,
         HALF=quant_state.blocksize // 2, NESTED=quant_state.nested, BLOCKS=blocks, num_warps=warps,
         enable_fp_fusion=False)  # no FMA: scale = code * absmax + offset rounds twice, as in bitsandbytes
     return out
