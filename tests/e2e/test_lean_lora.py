@@ -155,3 +155,20 @@ def test_lean_layers_keep_neither_dropout_outputs_nor_masks(tiny_model_dir, batc
     saved_by_peft, saved_by_lean = saved_bytes(peft, batch), saved_bytes(lean, batch)
     per_layer = (o_proj * (1 + 2) + down_proj * 1)  # masks and o_proj's dropout output; down_proj's input stays
     assert saved_by_peft - saved_by_lean >= config.num_hidden_layers * per_layer, (saved_by_peft, saved_by_lean)
+
+
+def test_undo_lean_gives_the_library_classes_back_and_drops_the_kernels(tiny_model_dir, batch):
+    """`nextai bench` reuses one loaded base across recipes: after `undo_lean` peft's own layers run again, and no
+    layer keeps the dequantizer or dropout kernels (on CUDA they hold the shared workspace)."""
+    from peft.tuners.lora.bnb import Linear4bit as PeftLinear4bit
+
+    from nextai.modules.lean_lora import LeanLoraLinear4bit, undo_lean
+
+    module = build(tiny_model_dir, lean=True, dropout=0.0)
+    lean_loss = step(module, batch)[0]
+    layers = [m for m in module.model.modules() if isinstance(m, PeftLinear4bit)]
+    assert layers and all(type(m) is LeanLoraLinear4bit for m in layers)
+    undo_lean(module.model)
+    assert all(type(m) is PeftLinear4bit for m in layers)
+    assert not any("nextai_dequantize" in m.__dict__ or "nextai_dropout" in m.__dict__ for m in layers)
+    torch.testing.assert_close(step(module, batch)[0], lean_loss, rtol=1e-5, atol=1e-5)  # peft's path, same loss

@@ -15,6 +15,8 @@ peft does beyond one plain LoRA adapter (merged or disabled adapters, DoRA, mixe
 forward.
 """
 
+import math
+
 import bitsandbytes as bnb
 import torch
 from bitsandbytes.nn.modules import fix_4bit_weight_quant_state_from_module
@@ -175,7 +177,7 @@ def _reserve_largest(model, workspace: DequantWorkspace) -> None:
             if base.weight.device.type != "cuda" or base.weight.quant_state is None:
                 continue
             key = (base.weight.device, base.compute_dtype or torch.bfloat16)
-            largest[key] = max(largest.get(key, 0), base.weight.quant_state.shape.numel())
+            largest[key] = max(largest.get(key, 0), math.prod(base.weight.quant_state.shape))
     for (device, dtype), numel in largest.items():
         workspace.reserve(numel, dtype, device)
 
@@ -189,4 +191,5 @@ def undo_lean(model) -> None:
             module.__class__ = bnb.nn.Linear4bit
         else:
             continue
-        module.nextai_dequantize = None  # releases the dequantization workspace
+        for name in ("nextai_dequantize", "nextai_dropout"):  # both hold the workspace: let it be freed
+            module.__dict__.pop(name, None)
