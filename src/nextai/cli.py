@@ -32,7 +32,7 @@ from nextai.loggers import RunCSVLogger
 from nextai.modules.qlora import QLoRAModule
 from nextai.rundir import CHECKPOINT_DIR, check_run_dir
 from nextai.strategies import (check_fsdp_model, decoder_layer_names, fsdp_quant_storage, is_fsdp,
-                               per_process_accumulation, processes, qlora_fsdp_strategy)
+                               processes, qlora_fsdp_strategy)
 from nextai.tiny import resolve_pretrained
 from nextai.trainer import NextaiTrainer
 
@@ -197,7 +197,7 @@ def set_effective_batch(trainer, batch_size: int, micro_batch_size: int) -> None
     """One optimizer step sees `data.batch_size` examples whatever the number of processes: each accumulates
     batch_size / (micro_batch_size x processes) micro batches. Logged once."""
     world = processes(trainer)
-    trainer.accumulate_grad_batches = per_process_accumulation(batch_size, micro_batch_size, world)
+    trainer.accumulate_grad_batches = accumulation_steps(batch_size, micro_batch_size, world)
     log.info("effective batch: data.batch_size %d = micro batch %d x %d accumulated x %d process%s",
              batch_size, micro_batch_size, trainer.accumulate_grad_batches, world, "" if world == 1 else "es")
 

@@ -36,17 +36,6 @@ def processes(trainer) -> int:
     return max(int(trainer.num_devices), 1) * max(int(trainer.num_nodes), 1)
 
 
-def per_process_accumulation(batch_size: int, micro_batch_size: int, world_size: int) -> int:
-    """Micro batches each process accumulates so that one optimizer step still sees `batch_size` examples:
-    batch_size / (micro_batch_size x world_size)."""
-    per_step = micro_batch_size * world_size
-    if batch_size % per_step:
-        raise NextaiError(f"data.batch_size {batch_size} is not a multiple of data.micro_batch_size "
-                          f"{micro_batch_size} x {world_size} processes (trainer.devices x trainer.num_nodes) = "
-                          f"{per_step}: use a batch_size that is a multiple of {per_step}, or fewer processes")
-    return batch_size // per_step
-
-
 def is_fsdp(strategy) -> bool:
     """The strategy (a name as given to the Trainer, or a strategy object) shards the model with FSDP."""
     if isinstance(strategy, str):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from torch.distributed.fsdp.wrap import CustomPolicy
 
 import nextai.cli
@@ -14,8 +14,8 @@ from nextai.errors import NextaiError
 from nextai.fsdp_checkpoint import QLoRAFSDPStrategy
 from nextai.modules.qlora import QLoRAModule
 from nextai.modules.quantization import Quantization
-from nextai.strategies import (decoder_layer_names, fsdp_quant_storage, is_fsdp, per_process_accumulation,
-                               qlora_fsdp_strategy, wraps_as_unit)
+from nextai.data.datamodule import accumulation_steps
+from nextai.strategies import decoder_layer_names, fsdp_quant_storage, is_fsdp, qlora_fsdp_strategy, wraps_as_unit
 
 TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
 
@@ -26,13 +26,13 @@ def cli(*args: str) -> NextaiCLI:
 
 @pytest.mark.parametrize("batch, micro, world, expected", [(8, 4, 1, 2), (8, 4, 2, 1), (8, 2, 2, 2), (64, 1, 16, 4)])
 def test_accumulation_keeps_the_effective_batch(batch, micro, world, expected):
-    assert per_process_accumulation(batch, micro, world) == expected
-    assert per_process_accumulation(batch, micro, world) * micro * world == batch
+    assert accumulation_steps(batch, micro, world) == expected
+    assert accumulation_steps(batch, micro, world) * micro * world == batch
 
 
 def test_indivisible_batch_names_the_values():
     with pytest.raises(NextaiError) as error:
-        per_process_accumulation(8, 4, 3)
+        accumulation_steps(8, 4, 3)
     assert str(error.value) == ("data.batch_size 8 is not a multiple of data.micro_batch_size 4 x 3 processes "
                                 "(trainer.devices x trainer.num_nodes) = 12: use a batch_size that is a multiple of "
                                 "12, or fewer processes")
