@@ -1,11 +1,11 @@
 """LoRA dropout for the lean LoRA layers: the mask is drawn again wherever it is needed, never kept.
 
 Two operations use it: `dropped(x)` = x * m (forward, and the backward's grad_A), and `add_lora_grad_`:
-grad_x += (grad_xa A) * m (the backward's input gradient through LoRA's A and the dropout). m keeps each value with probability 1 - p
-and is fixed by its seed, so the backward pass and a recomputed forward draw the same mask.
+grad_x += (grad_xa A) * m (the backward's input gradient through LoRA's A and the dropout). m keeps each value
+with probability 1 - p and is fixed by its seed, so the backward pass and a recomputed forward draw the same mask.
 
 - `TorchDropout` (any device): m from a torch generator seeded with the seed (`bernoulli_`), written out as a
-  tensor, then multiplied in; `add_masked_` is one `addcmul_`.
+  tensor, then multiplied in; the gradient update is one `addcmul_`.
 - `TritonDropout` (CUDA): one elementwise Triton kernel per operation draws m from Philox (`tl.randint4x`, four
   draws per counter) as it goes, so no mask is ever written or read. At the 70B shape and 4096 tokens that is about
   2 GB less memory traffic per decoder layer and step than the torch path (o_proj's and down_proj's inputs).
