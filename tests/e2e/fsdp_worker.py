@@ -80,6 +80,9 @@ def main() -> None:
     final = gather_trainable_state(model)
     if rank == 0:
         torch.save(final, args.out / "final.pt")
+    # Every rank leaves together: a rank that tore gloo down while another was still in a collective or saving
+    # aborted now and then ("terminate called without an active exception", SIGABRT, in CI).
+    dist.barrier()
     dist.destroy_process_group()
 
 
