@@ -19,15 +19,14 @@ arm=${1:?usage: gpu_70b_f.sh profile|kernels|tests|cap|whole|workspace|nogc|fina
 source benchmarks/scripts/gpu_env.sh
 source benchmarks/scripts/gpu_70b_lib.sh
 FIXED="--lengths fixed:1024x400"
-peer_site() { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/peer .whlpeer/*.whl; }
 case "$arm" in
   profile)
     for policy in keep recompute; do
       timeout 150 python3 benchmarks/scripts/profile_70b_layers.py $OUT/profile 4096 $policy 2>&1 | sed -n 1,14p
     done
-    peer_site
+    peer_wheels
     for policy in keep recompute; do
-      PYTHONPATH=/tmp/peer:$PYTHONPATH UNSLOTH_COMPILE_LOCATION=/tmp/unsloth_compiled_cache \
+      UNSLOTH_COMPILE_LOCATION=/tmp/unsloth_compiled_cache \
         timeout 200 python3 benchmarks/scripts/profile_peer_70b_layers.py $OUT/profile $policy 2>&1 | grep -v Warning | tail -50
     done ;;
   kernels)

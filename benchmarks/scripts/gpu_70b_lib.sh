@@ -5,9 +5,10 @@ gpu_tests() {  # the @pytest.mark.gpu tests in the given paths; the arm stops wh
   timeout 150 python3 -m pytest -m gpu "$@" -q -p no:cacheprovider -s 2>&1 | tee $OUT/gpu-tests.log | grep -E "passed|failed"
   ! grep -q " failed" $OUT/gpu-tests.log || { echo "GPU tests failed: stopping before the 70B runs"; exit 1; }
 }
+peer_wheels() { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whlpeer/*.whl; }
 peer() {  # Unsloth on the same checkpoint, 4 x 1024 tokens; extra arguments go to the peer script (LOG first)
   local log=$1; shift
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whlpeer/*.whl
+  peer_wheels
   timeout 220 python3 .peers/unsloth_vs_plain.py --shape 70b --model-dir /tmp/nextai-bench/70b-nf4 --arms unsloth \
     --targets o_down --cases 4x1024 --steps 2 --budget-s 200 "$@" > $OUT/$log 2>&1
   grep -E "^\| unsloth" $OUT/$log | tail -2

@@ -29,8 +29,6 @@ def keep_mask(shape: torch.Size, p: float, seed: int, device: torch.device, dtyp
 
 
 class TorchDropout:
-    name = "torch"
-
     @staticmethod
     def dropped(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
         return x * keep_mask(x.shape, p, seed, x.device, x.dtype)
@@ -115,8 +113,6 @@ def _check(*tensors: torch.Tensor) -> None:
 class TritonDropout:
     """The Triton kernels; their outputs go into `scratch` (the dequantization workspace, free between a layer's
     base GEMM and its next dequantization) when they fit, so a layer's backward allocates no input-sized tensors."""
-
-    name = "triton"
 
     def __init__(self, scratch=None) -> None:
         self.scratch = scratch

@@ -142,9 +142,9 @@ class DequantWorkspace:
             self._buffers[key] = torch.empty(numel, dtype=dtype, device=key[0])
 
     def take(self, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        numel = shape.numel()
-        self.reserve(numel, dtype, device)
-        return self._buffers[self._key(dtype, device)][:numel].view(shape)
+        """A view for a dequantized weight, growing the buffer when the weight is larger."""
+        self.reserve(shape.numel(), dtype, device)
+        return self.borrow(shape, dtype, device)
 
     def borrow(self, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
         """A view of the buffer for a short-lived tensor (written and read before the next dequantization, on the
