@@ -2,7 +2,7 @@
 # device tool's output folder).
 build() { timeout 200 python3 -c "from nextai.bench.build import build_random_nf4; build_random_nf4('70b', '/tmp/nextai-bench/70b-nf4')"; }
 gpu_tests() {  # the @pytest.mark.gpu tests in the given paths; the arm stops when one fails
-  timeout 150 python3 -m pytest -m gpu "$@" -q -p no:cacheprovider -s 2>&1 | tee $OUT/gpu-tests.log | grep -E "passed|failed"
+  timeout ${GPU_TESTS_S:-150} python3 -m pytest -m gpu "$@" -q -p no:cacheprovider -s 2>&1 | tee $OUT/gpu-tests.log | grep -E "passed|failed"
   ! grep -q " failed" $OUT/gpu-tests.log || { echo "GPU tests failed: stopping before the 70B runs"; exit 1; }
 }
 peer_wheels() { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whlpeer/*.whl; }

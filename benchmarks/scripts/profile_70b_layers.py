@@ -36,6 +36,7 @@ KINDS = [  # first match wins
     ("GEMM", r"gemm|cutlass|xmma|nvjet|cublas|sm90_|sm100_"),
     ("copies and casts", r"copy|cast|convert|to_copy|memcpy|memset|fill"),
     ("elementwise and reductions (torch)", r"at::native|elementwise|vectorized|reduce|unrolled|index|softmax"),
+    ("LoRA A and dropout (nextai Triton)", r"^(project_kernel|backward_kernel)$"),
     ("Liger / Triton kernels", r"triton|liger|_kernel\b"),
 ]
 

@@ -5,7 +5,7 @@ the dropout's output and its mask for every adapted projection: with the report'
 the 70B shape and 4096 tokens, 0.42 GiB of the 1.24 GiB a decoder layer keeps. `LoRANF4Function` keeps the input
 itself instead (attention already keeps it for o_proj), the small `x @ A^T` and the seed of the dropout mask, and
 draws the same mask again in the backward pass: a kept layer then measured 1.03 GiB. The mask is Bernoulli(1 - p)
-like peft's, drawn (`lora_dropout`: torch's generator, or Philox inside Triton kernels on CUDA) from a seed taken
+like peft's, drawn (`lora_dropout`: torch's generator, or Philox inside fused Triton kernels on CUDA) from a seed taken
 from torch's CPU generator, which activation checkpointing and nextai's checkpoints both restore: the recomputed
 forward and a resumed run draw the same masks.
 
@@ -53,9 +53,7 @@ class LoRANF4Function(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, lora_A, lora_B, packed, quant_state, dequantize, scaling, p, seed, dropout=TorchDropout):
         out = x @ dequantize(packed, quant_state, x.dtype).t()
-        dropped = dropout.dropped(x, p, seed) if p else x
-        xa = dropped @ lora_A.to(x.dtype).t()
-        del dropped
+        xa = dropout.project(x, lora_A.to(x.dtype), p, seed)
         scale = scaling / (1.0 - p)
         out.addmm_(xa, lora_B.to(x.dtype).t(), alpha=scale)
         ctx.save_for_backward(x, lora_A, lora_B, xa)
@@ -74,11 +72,7 @@ class LoRANF4Function(torch.autograd.Function):
         grad_B = (grad.t() @ xa).mul_(scale).to(lora_B.dtype)
         grad_xa = (grad @ lora_B.to(grad.dtype)).mul_(scale)
         del grad
-        dropped = dropout.dropped(x, p, seed) if p else x
-        grad_A = (grad_xa.t() @ dropped).to(lora_A.dtype)
-        del dropped
-        if grad_x is not None:
-            dropout.add_lora_grad_(grad_x, grad_xa, lora_A.to(grad_xa.dtype), p, seed)
+        grad_A = dropout.backward_(x, lora_A.to(x.dtype), grad_xa, grad_x, p, seed).to(lora_A.dtype)
         return grad_x, grad_A, grad_B, None, None, None, None, None, None, None
 
 
@@ -138,8 +132,8 @@ class DequantLinear4bit(bnb.nn.Linear4bit):
 
 def make_lean(model, lean_lora: bool = True, kernel: DequantKernel = "bitsandbytes") -> str:
     """Give peft's 4-bit LoRA layers the lean forward (`lean_lora`) and, with `kernel="triton"`, every other
-    frozen 4-bit linear the Triton dequantization (the lean layers use `kernel` too, and draw their dropout masks
-    in Triton: `lora_dropout.TritonDropout`); returns what changed."""
+    frozen 4-bit linear the Triton dequantization (the lean layers use `kernel` too, and compute LoRA's input side
+    with its dropout mask in fused Triton kernels: `lora_dropout.TritonDropout`); returns what changed."""
     workspace = DequantWorkspace() if kernel == "triton" else None
     dequantize = dequantizer(kernel, workspace)
     lean_bases: set[int] = set()
@@ -148,7 +142,7 @@ def make_lean(model, lean_lora: bool = True, kernel: DequantKernel = "bitsandbyt
             if type(module) is PeftLinear4bit:
                 module.__class__ = LeanLoraLinear4bit
                 module.nextai_dequantize = dequantize
-                module.nextai_dropout = TritonDropout(workspace) if kernel == "triton" else TorchDropout
+                module.nextai_dropout = TritonDropout if kernel == "triton" else TorchDropout
                 lean_bases.add(id(module.get_base_layer()))
     plain = 0
     if kernel != "bitsandbytes":
@@ -163,7 +157,7 @@ def make_lean(model, lean_lora: bool = True, kernel: DequantKernel = "bitsandbyt
             if lean_lora else "peft's LoRA layers")
     if kernel == "bitsandbytes":
         return f"{lora}; bitsandbytes NF4 dequantization"
-    masks = ", dropout masks drawn in Triton kernels" if lean_bases and kernel == "triton" else ""
+    masks = ", LoRA A and dropout in fused Triton kernels" if lean_bases and kernel == "triton" else ""
     return (f"{lora}; {kernel} NF4 dequantization in {len(lean_bases) + plain} layers (bitsandbytes in the "
             f"rest) into one {workspace.nbytes() / 2**20:.0f} MiB buffer{masks}")
 
