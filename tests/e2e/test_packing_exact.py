@@ -134,7 +134,9 @@ def summed_loss_grads(module, tokenizer, groups, device):
 @pytest.mark.gpu
 def test_packed_gradients_equal_one_by_one_on_gpu(tiny_model_dir, tiny_tokenizer):
     """The backward pass of the varlen kernel (grouped key/value heads, as LLaMA-2-70B has) keeps examples apart
-    too: one pack of three and three packs of one give the same LoRA gradients (bf16 rounding only)."""
+    too: one pack of three and three packs of one give the same LoRA gradients, to bf16 rounding: within 1 % of
+    each gradient's largest value (a sum's rounding error sits on its small entries as much as on its large ones;
+    attention across examples would change them by their own size)."""
     module = tiny(tiny_model_dir, "cuda", packing=True)  # eval mode: no LoRA dropout, gradients still flow
     assert module.model.config.num_key_value_heads < module.model.config.num_attention_heads
     device = torch.device("cuda")
@@ -142,4 +144,5 @@ def test_packed_gradients_equal_one_by_one_on_gpu(tiny_model_dir, tiny_tokenizer
     apart = summed_loss_grads(module, tiny_tokenizer, [[0], [1], [2]], device)
     assert together.keys() == apart.keys() and len(together) > 0
     for name, grad in together.items():
-        torch.testing.assert_close(grad, apart[name], rtol=2e-2, atol=2e-3, msg=name)
+        error, scale = (grad - apart[name]).abs().max().item(), apart[name].abs().max().item()
+        assert error <= 1e-2 * scale, f"{name}: differs by {error:.3g}, largest value {scale:.3g}"
