@@ -103,7 +103,8 @@ class QLoRAModule(L.LightningModule):
             peft's dropout output and mask (the same function and gradients; 0.2 GiB less per 70B decoder layer at
             4096 tokens).
         dequant_kernel: the kernel that dequantizes each NF4 weight before its GEMMs: `triton` (CUDA; nextai's,
-            bit-equal to bitsandbytes and faster), `bitsandbytes`, or `auto` (Triton on CUDA when it imports).
+            bit-equal to bitsandbytes and faster; the lean LoRA layers then also compute LoRA's input side and its
+            dropout in fused Triton kernels), `bitsandbytes`, or `auto` (Triton on CUDA when it imports).
     """
 
     def __init__(
