@@ -185,5 +185,5 @@ def undo_lean(model) -> None:
             module.__class__ = bnb.nn.Linear4bit
         else:
             continue
-        for name in ("nextai_dequantize", "nextai_dropout"):  # both hold the workspace: let it be freed
+        for name in ("nextai_dequantize", "nextai_dropout"):  # the dequantizer holds the workspace: let it be freed
             module.__dict__.pop(name, None)

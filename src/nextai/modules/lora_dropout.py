@@ -94,10 +94,13 @@ def _check(x: torch.Tensor, lora_A: torch.Tensor, *others: torch.Tensor | None) 
                              f"{tuple(t.shape)}")
 
 
-def _splits(blocks: int, other_blocks: int, device: torch.device) -> int:
-    """How many ways to split `blocks` (each split a program per `other_blocks`) so the GPU has enough programs."""
-    wanted = -(-WAVES * _processors(device) // other_blocks)
-    return max(1, min(blocks, wanted))
+def _split(length: int, tile: int, other_blocks: int, device: torch.device) -> tuple[int, int]:
+    """`length` (columns or rows) cut into splits of whole tiles, enough that splits x `other_blocks` programs fill
+    the GPU: (number of splits, length of each)."""
+    blocks = -(-length // tile)
+    splits = max(1, min(blocks, -(-WAVES * _processors(device) // other_blocks)))
+    per_split = -(-blocks // splits) * tile
+    return -(-length // per_split), per_split
 
 
 class TritonDropout:
@@ -111,10 +114,7 @@ class TritonDropout:
         rank = lora_A.shape[0]
         rows, width = PROJECT_TILE
         row_blocks = -(-tokens // rows)
-        column_blocks = -(-columns // width)
-        splits = _splits(column_blocks, row_blocks, x.device)
-        columns_per_split = -(-column_blocks // splits) * width
-        splits = -(-columns // columns_per_split)
+        splits, columns_per_split = _split(columns, width, row_blocks, x.device)
         partial = torch.empty(splits, tokens, rank, device=x.device, dtype=torch.float32)
         _compiled()[0][(row_blocks, splits)](
             x, lora_A, partial, tokens, columns, columns_per_split, seed, _threshold(p), DROP=bool(p), RANK=rank,
@@ -132,11 +132,8 @@ class TritonDropout:
         tokens, columns = x.shape
         rank = lora_A.shape[0]
         rows, width = BACKWARD_TILE
-        row_blocks = -(-tokens // rows)
         column_blocks = -(-columns // width)
-        splits = _splits(row_blocks, column_blocks, x.device)
-        rows_per_split = -(-row_blocks // splits) * rows
-        splits = -(-tokens // rows_per_split)
+        splits, rows_per_split = _split(tokens, rows, column_blocks, x.device)
         partial = torch.empty(splits, rank, columns, device=x.device, dtype=torch.float32)
         _compiled()[1][(column_blocks, splits)](
             x, lora_A, grad_xa, grad_x if grad_x is not None else x, partial, tokens, columns, rows_per_split, seed,

@@ -148,10 +148,11 @@ class DequantWorkspace:
 
     def borrow(self, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
         """A view of the buffer for a short-lived tensor (written and read before the next dequantization, on the
-        same stream), or None when it does not fit; never grows the buffer."""
+        same stream), or None when it does not fit; never grows the buffer. Not for compiled graphs, which allocate
+        their own (`dequantizer` checks that once per call)."""
         buffer = self._buffers.get(self._key(dtype, device))
         numel = shape.numel()
-        if buffer is None or buffer.numel() < numel or torch.compiler.is_compiling():
+        if buffer is None or buffer.numel() < numel:
             return None
         return buffer[:numel].view(shape)
 
