@@ -26,7 +26,6 @@ source benchmarks/scripts/gpu_env.sh
 NEW="lean_lora=true,dequant_kernel=triton"
 OLD="lean_lora=false,dequant_kernel=bitsandbytes,memory_budget=36.5GiB"
 source benchmarks/scripts/gpu_70b_lib.sh
-FIXED="--lengths fixed:1024x400"
 ONE_PACK="capped:pack_length=4096,batch_size=1,memory_budget=36.5GiB"
 case "$arm" in
   screen)

@@ -18,7 +18,6 @@ set -uo pipefail
 arm=${1:?usage: gpu_70b_f.sh profile|kernels|tests|cap|whole|workspace|nogc|final}
 source benchmarks/scripts/gpu_env.sh
 source benchmarks/scripts/gpu_70b_lib.sh
-FIXED="--lengths fixed:1024x400"
 case "$arm" in
   profile)
     for policy in keep recompute; do
@@ -44,10 +43,7 @@ case "$arm" in
       timeout 150 python3 benchmarks/scripts/profile_70b_layers.py $OUT/profile 4096 $policy 2>&1 | sed -n '/^# GPU/,/^| kernel/p'
     done ;;
   cap)
-    build
-    peer peer-gc.log
-    bench 280 bench-70b-f-cap $FIXED --recipe capped --recipe fast
-    allocator bench-70b-f-cap ;;
+    beside_offloaded 280 bench-70b-f-cap ;;
   whole)
     build
     for recipe in capped fast; do
@@ -59,16 +55,10 @@ case "$arm" in
     build
     timeout 200 python3 benchmarks/scripts/profile_70b_layers.py $OUT/profile 4096 capped 2>&1 | grep -v 'Warning\|warn\|Loading weights\|Backend impl' | sed -n '/^# GPU/,/^| kernel/p;/^Allocator/p;/^Memory plan/p;/Error/p' ;;
   nogc)
-    build
-    peer peer-nogc.log --unsloth-env UVP_UNSLOTH_GC=false
-    bench 330 bench-70b-f-nogc $FIXED --lengths v5-like --recipe fast --recipe capped --recipe report
-    allocator bench-70b-f-nogc ;;
+    beside_no_gc bench-70b-f-nogc ;;
   final)
     gpu_tests tests/e2e/test_nf4_dequant_gpu.py
     timeout 60 python3 benchmarks/scripts/dequant_speed.py $OUT/dequant | tail -1
-    build
-    peer peer-gc.log
-    bench 250 bench-70b-f-final $FIXED --recipe capped --recipe fast
-    allocator bench-70b-f-final ;;
+    beside_offloaded 250 bench-70b-f-final ;;
   *) echo "unknown arm $arm"; exit 2 ;;
 esac

@@ -13,7 +13,6 @@ set -uo pipefail
 arm=${1:?usage: gpu_70b_g.sh kernels|cap|nogc|tests|confirm}
 source benchmarks/scripts/gpu_env.sh
 source benchmarks/scripts/gpu_70b_lib.sh
-FIXED="--lengths fixed:1024x400"
 case "$arm" in
   kernels)
     GPU_TESTS_S=300 gpu_tests tests/e2e/test_lora_dropout_gpu.py ${MORE_TESTS:-}
@@ -22,15 +21,9 @@ case "$arm" in
       timeout 150 python3 benchmarks/scripts/profile_70b_layers.py $OUT/profile 4096 $policy 2>&1 | sed -n '/^# GPU/,/^| kernel/p;/Error/p'
     done ;;
   cap)
-    build
-    peer peer-gc.log
-    bench 280 bench-70b-g-cap $FIXED --recipe capped --recipe fast
-    allocator bench-70b-g-cap ;;
+    beside_offloaded 280 bench-70b-g-cap ;;
   nogc)
-    build
-    peer peer-nogc.log --unsloth-env UVP_UNSLOTH_GC=false
-    bench 330 bench-70b-g-nogc $FIXED --lengths v5-like --recipe fast --recipe capped --recipe report
-    allocator bench-70b-g-nogc ;;
+    beside_no_gc bench-70b-g-nogc ;;
   confirm)
     build
     peer peer-gc.log

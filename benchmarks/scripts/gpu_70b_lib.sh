@@ -1,4 +1,4 @@
-# Shell functions of the 70B GPU runs (sourced by gpu_70b_e.sh and gpu_70b_f.sh after gpu_env.sh; $OUT is the
+# Shell functions of the 70B GPU runs (sourced by gpu_70b_e.sh, gpu_70b_f.sh and gpu_70b_g.sh after gpu_env.sh; $OUT is the
 # device tool's output folder).
 build() { timeout 200 python3 -c "from nextai.bench.build import build_random_nf4; build_random_nf4('70b', '/tmp/nextai-bench/70b-nf4')"; }
 gpu_tests() {  # the @pytest.mark.gpu tests in the given paths; the arm stops when one fails
@@ -21,4 +21,17 @@ bench() {  # nextai bench on the 70B checkpoint: SECONDS NAME, then lengths and 
 allocator() {  # peak memory and the allocator's counters of each row of bench NAME
   python3 -c "import json; [print(r['recipe'], r.get('peak_allocated_gib'), r.get('peak_reserved_gib'), r.get('allocator'))
     for r in json.load(open('$OUT/bench/$1.json'))['rows']]"
+}
+FIXED="--lengths fixed:1024x400"
+beside_offloaded() {  # SECONDS NAME: the peer with offloaded checkpointing, then nextai's capped and fast recipes
+  build
+  peer peer-gc.log
+  bench $1 $2 $FIXED --recipe capped --recipe fast
+  allocator $2
+}
+beside_no_gc() {  # NAME: the peer without checkpointing, then fast, capped and the report's recipe (also V5-like)
+  build
+  peer peer-nogc.log --unsloth-env UVP_UNSLOTH_GC=false
+  bench 330 $1 $FIXED --lengths v5-like --recipe fast --recipe capped --recipe report
+  allocator $1
 }
