@@ -24,7 +24,8 @@ RESUME_RTOL = 1e-5
 
 def torchrun(processes: int, out: Path, cache: Path, *args: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "NEXTAI_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "NEXTAI_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1",
+           "PYTHONFAULTHANDLER": "1"}  # an aborted rank prints where it was
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                              f"--nproc-per-node={processes}", str(WORKER), str(out), *args],
                             env=env, capture_output=True, text=True, timeout=600)
