@@ -62,8 +62,9 @@ class NextaiCLI(LightningCLI):
             InstructionDataModule,
             trainer_class=NextaiTrainer,
             trainer_defaults={
-                "callbacks": [TokenThroughput(), LearningRateMonitor(logging_interval="step"), GracefulStop(),
-                              RunStatus(), EpochPosition()],
+                # EpochPosition first: on a resumed run's first batch it sets the step the others log at.
+                "callbacks": [EpochPosition(), TokenThroughput(), LearningRateMonitor(logging_interval="step"),
+                              GracefulStop(), RunStatus()],
                 # nextai's samplers give each process its own share of every epoch (resumable, packing-aware).
                 "use_distributed_sampler": False,
             },

@@ -2,6 +2,7 @@
 SIGTERM ends a run cleanly and resumably, a finished run is never silently replaced."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -23,12 +24,26 @@ FAST = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--data.source", "bundl
                                '"init_args": {"every_n_train_steps": 3}}]']
 
 
+# Validation after every epoch (2 batches); RunCheckpoint every `steps`, plus DieInValidation (this directory).
+VALIDATING = ["--trainer.limit_val_batches", "2"]
+LOGGED = ("train_loss", "val_loss", "lr-PagedAdamW8bit")
+
+
+def checkpoints_every(steps: int, die_in_validation_at: int | None = None) -> list[str]:
+    callbacks = [{"class_path": "nextai.callbacks.RunCheckpoint", "init_args": {"every_n_train_steps": steps}}]
+    if die_in_validation_at is not None:
+        callbacks.append({"class_path": "die_in_validation.DieInValidation",
+                          "init_args": {"step": die_in_validation_at}})
+    return ["--trainer.callbacks", json.dumps(callbacks)]
+
+
 def nextai(*args):
     return [sys.executable, "-m", "nextai", *args]
 
 
 def env(cache):
-    return {**os.environ, "NEXTAI_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "NEXTAI_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
 
 
 def losses(run: Path) -> dict[int, float]:
@@ -41,6 +56,30 @@ def losses(run: Path) -> dict[int, float]:
 
 def worst_relative_difference(curve: dict[int, float], reference: dict[int, float]) -> float:
     return max(abs(curve[s] - reference[s]) / abs(reference[s]) for s in reference)
+
+
+def logged_rows(run: Path) -> dict[str, dict[int, float]]:
+    """What Lightning logged (train loss, validation loss, learning rate), by column and step. (The learning-rate
+    monitor logs once per micro batch, so twice a step here: the same value.)"""
+    rows: dict[str, dict[int, float]] = {column: {} for column in LOGGED}
+    with open(run / "metrics.csv") as f:
+        for row in csv.DictReader(f):
+            for column in LOGGED:
+                if row.get(column):
+                    step, value = int(row["step"]), float(row[column])
+                    assert rows[column].setdefault(step, value) == value, f"two {column} values at step {step}"
+    return rows
+
+
+def assert_logged_as(run: Path, reference: dict[str, dict[int, float]]) -> None:
+    """Every column at the same steps as the uninterrupted run, with the same values (1e-4 relative)."""
+    rows = logged_rows(run)
+    for column, expected in reference.items():
+        assert sorted(rows[column]) == sorted(expected), f"{column} at steps {sorted(rows[column])}, " \
+                                                         f"uninterrupted: {sorted(expected)}"
+        off = {step: (rows[column][step], value) for step, value in expected.items()
+               if abs(rows[column][step] - value) > 1e-4 * abs(value)}
+        assert not off, f"{column} (resumed, uninterrupted) by step: {off}"
 
 
 def fit(run, cache, *extra, **kwargs):
@@ -124,6 +163,42 @@ def test_resume_from_the_end_of_an_epoch_reaches_the_same_loss_curve(tmp_path, n
     worst = worst_relative_difference(curve, reference)
     print(f"resumed at an epoch end (step 10); worst relative train-loss difference over 21 steps: {worst:.2e}")
     assert worst <= 1e-4
+
+
+@pytest.fixture(scope="module")
+def validated_reference(tmp_path_factory, nextai_cache):
+    run = tmp_path_factory.mktemp("validated-reference")
+    result = fit(run, nextai_cache, *VALIDATING, "--trainer.max_steps", "21", *checkpoints_every(5))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = logged_rows(run)
+    assert sorted(rows["val_loss"]) == [4, 9, 14, 19]  # after each epoch, at the count of steps before its last
+    return rows
+
+
+def test_a_kill_during_validation_resumes_into_that_validation(tmp_path, nextai_cache, validated_reference):
+    """The save due at step 10 (every 5 steps) falls on epoch 1's last batch: it waits for that epoch's validation,
+    so a kill during it resumes from step 5 and validates epoch 1, instead of from a step-10 checkpoint that
+    Lightning would resume as validated."""
+    run = tmp_path / "run"
+    killed = fit(run, nextai_cache, *VALIDATING, "--trainer.max_steps", "21",
+                 *checkpoints_every(5, die_in_validation_at=10))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch=0-step=5.ckpt", "last.ckpt"]
+    resumed = fit(run, nextai_cache, *VALIDATING, "--trainer.max_steps", "21", "--ckpt_path", "last",
+                  *checkpoints_every(5))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_logged_as(run, validated_reference)
+
+
+def test_a_resume_after_a_validated_epoch_end_logs_at_the_same_steps(tmp_path, nextai_cache, validated_reference):
+    """The run ends at epoch 1's end, after its validation, and saves there (its periodic saves, every 3 steps,
+    fall elsewhere); the resumed run logs every row at the uninterrupted run's steps, not one later."""
+    run = tmp_path / "run"
+    first = fit(run, nextai_cache, *VALIDATING, "--trainer.max_steps", "10")
+    assert first.returncode == 0, first.stderr[-2000:]
+    resumed = fit(run, nextai_cache, *VALIDATING, "--trainer.max_steps", "21", "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_logged_as(run, validated_reference)
 
 
 def test_resume_with_other_sampling_settings_is_refused(tmp_path, nextai_cache):

@@ -1,6 +1,8 @@
 """`RunCheckpoint`: Lightning's ModelCheckpoint keeping the newest checkpoints, and always the final state as
 `last.ckpt`, so every run ends resumable."""
 
+from typing import Any
+
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -14,6 +16,10 @@ class RunCheckpoint(ModelCheckpoint):
     `--ckpt_path last` finds it. A new checkpoint is complete on disk (see `AtomicCheckpointIO`) before an old one
     is deleted, so retention never removes the only good checkpoint.
 
+    A save that falls on a batch after which validation runs is written when that validation ends: Lightning
+    resumes a checkpoint saved at the batch as if its validation had run, so a run killed during that validation
+    would never have it. Killed then, the run resumes from the previous checkpoint and validates again.
+
     Checkpoints hold only what training changes (see `QLoRAModule.on_save_checkpoint`): megabytes at 70B.
     """
 
@@ -25,6 +31,7 @@ class RunCheckpoint(ModelCheckpoint):
             raise NextaiError(f"RunCheckpoint.every_n_train_steps must be at least 1, got {every_n_train_steps}")
         super().__init__(dirpath=dirpath, filename=filename, monitor="step", mode="max", save_top_k=keep_last_n,
                          every_n_train_steps=every_n_train_steps, save_last=True, enable_version_counter=False)
+        self._save_after_validation = False
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.dirpath is None:
@@ -39,5 +46,31 @@ class RunCheckpoint(ModelCheckpoint):
             return
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        due = trainer.global_step % self._every_n_train_steps == 0 and not self._should_skip_saving_checkpoint(trainer)
+        if due and validation_follows(trainer):
+            self._save_after_validation = True
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if self._save_after_validation and not self._should_skip_saving_checkpoint(trainer):
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+        self._save_after_validation = False
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save_last_now(trainer)
+
+
+def validation_follows(trainer: L.Trainer) -> bool:
+    """Validation runs right after the current training batch: Lightning's own decision, taken again (it is taken
+    after `on_train_batch_end`), and at least one validation batch to run."""
+    batches = trainer.num_val_batches
+    if not (sum(batches) if isinstance(batches, list) else batches) or trainer._val_check_time_interval is not None:
+        return False  # nothing to validate, or a decision by the clock that could differ a moment later
+    fit_loop = trainer.fit_loop
+    return fit_loop.epoch_loop._should_check_val_fx(fit_loop._data_fetcher)

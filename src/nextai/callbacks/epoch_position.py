@@ -11,6 +11,11 @@ run that resumes from it.
   processes" is the plan's first N x P: on P' processes, N x P / P' each. The data module moves its sampler by
   that rule; this moves Lightning's counters (its validation schedule and epoch end read them) before they are
   restored.
+- **The logging step.** Lightning logs at its count of optimizer steps taken (`_batches_that_stepped`), which at
+  every batch start equals `global_step`. A resume from a checkpoint written after that count was raised (the
+  final save at an epoch's end, or where validation ran) raises it once more, so every row after it would be logged
+  one step late; the first batch of a resumed run sets it back. The CLI lists this callback before its other
+  callbacks, so that the learning-rate monitor, which logs at batch start, logs after it.
 """
 
 import lightning as L
@@ -22,6 +27,9 @@ PROCESSES_KEY = "nextai_processes"
 
 
 class EpochPosition(Callback):
+    def __init__(self) -> None:
+        self._resumed = False
+
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint[PROCESSES_KEY] = trainer.world_size
         progress = saved_batch_progress(checkpoint)
@@ -36,3 +44,11 @@ class EpochPosition(Callback):
         done = progress["current"]["processed"]
         if done:
             move_saved_epoch_position(checkpoint, position_for_processes(done, saved, trainer.world_size))
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._resumed = trainer.ckpt_path is not None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if self._resumed:
+            self._resumed = False
+            trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
