@@ -16,9 +16,10 @@ class RunCheckpoint(ModelCheckpoint):
     `--ckpt_path last` finds it. A new checkpoint is complete on disk (see `AtomicCheckpointIO`) before an old one
     is deleted, so retention never removes the only good checkpoint.
 
-    A save that falls on a batch after which validation runs is written when that validation ends: Lightning
-    resumes a checkpoint saved at the batch as if its validation had run, so a run killed during that validation
-    would never have it. Killed then, the run resumes from the previous checkpoint and validates again.
+    A save that falls on a batch after which validation runs is written when that validation ends, through
+    ModelCheckpoint's own deferral (`_defer_save_until_validation`, its own for a metric only validation logs):
+    Lightning resumes a checkpoint saved at the batch as if its validation had run, so a run killed during that
+    validation would never have it. Killed then, the run resumes from the previous checkpoint and validates again.
 
     Checkpoints hold only what training changes (see `QLoRAModule.on_save_checkpoint`): megabytes at 70B.
     """
@@ -30,8 +31,8 @@ class RunCheckpoint(ModelCheckpoint):
         if every_n_train_steps < 1:
             raise NextaiError(f"RunCheckpoint.every_n_train_steps must be at least 1, got {every_n_train_steps}")
         super().__init__(dirpath=dirpath, filename=filename, monitor="step", mode="max", save_top_k=keep_last_n,
-                         every_n_train_steps=every_n_train_steps, save_last=True, enable_version_counter=False)
-        self._save_after_validation = False
+                         every_n_train_steps=every_n_train_steps, save_last=True, enable_version_counter=False,
+                         save_on_train_epoch_end=False)  # so that a deferred save is written at validation's end
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.dirpath is None:
@@ -50,17 +51,9 @@ class RunCheckpoint(ModelCheckpoint):
                            batch_idx: int) -> None:
         due = trainer.global_step % self._every_n_train_steps == 0 and not self._should_skip_saving_checkpoint(trainer)
         if due and validation_follows(trainer):
-            self._save_after_validation = True
+            self._defer_save_until_validation = True
             return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
-        if self._save_after_validation and not self._should_skip_saving_checkpoint(trainer):
-            candidates = self._monitor_candidates(trainer)
-            self._save_topk_checkpoint(trainer, candidates)
-            self._save_last_checkpoint(trainer, candidates)
-        self._save_after_validation = False
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save_last_now(trainer)
