@@ -34,14 +34,10 @@ case "$arm" in
     timeout 60 python3 benchmarks/scripts/dequant_speed.py $OUT/dequant | tail -3
     timeout 90 python3 benchmarks/scripts/lora_dropout_speed.py $OUT/dropout --sweep
     timeout 120 python3 benchmarks/scripts/packed_attention_check.py $OUT/attention
-    for policy in keep recompute; do
-      timeout 150 python3 benchmarks/scripts/profile_70b_layers.py $OUT/profile 4096 $policy 2>&1 | sed -n '/^# GPU/,/^| kernel/p'
-    done ;;
+    layer_profiles ;;
   tests)
     timeout 240 python3 -m pytest -m gpu tests -q -p no:cacheprovider 2>&1 | tee $OUT/gpu-tests.log | tail -3
-    for policy in keep recompute; do
-      timeout 150 python3 benchmarks/scripts/profile_70b_layers.py $OUT/profile 4096 $policy 2>&1 | sed -n '/^# GPU/,/^| kernel/p'
-    done ;;
+    layer_profiles ;;
   cap)
     beside_offloaded 280 bench-70b-f-cap ;;
   whole)

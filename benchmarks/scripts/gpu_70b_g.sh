@@ -17,9 +17,7 @@ case "$arm" in
   kernels)
     GPU_TESTS_S=300 gpu_tests tests/e2e/test_lora_dropout_gpu.py ${MORE_TESTS:-}
     timeout 200 python3 benchmarks/scripts/lora_dropout_speed.py $OUT/dropout ${SWEEP:-}
-    for policy in keep recompute; do
-      timeout 150 python3 benchmarks/scripts/profile_70b_layers.py $OUT/profile 4096 $policy 2>&1 | sed -n '/^# GPU/,/^| kernel/p;/Error/p'
-    done ;;
+    layer_profiles ;;
   cap)
     beside_offloaded 280 bench-70b-g-cap ;;
   nogc)

@@ -5,6 +5,11 @@ gpu_tests() {  # the @pytest.mark.gpu tests in the given paths; the arm stops wh
   timeout ${GPU_TESTS_S:-150} python3 -m pytest -m gpu "$@" -q -p no:cacheprovider -s 2>&1 | tee $OUT/gpu-tests.log | grep -E "passed|failed"
   ! grep -q " failed" $OUT/gpu-tests.log || { echo "GPU tests failed: stopping before the 70B runs"; exit 1; }
 }
+layer_profiles() {  # the 4-layer profiles of the 70B shape, layers kept and recomputed: kernel tables (and errors)
+  for policy in keep recompute; do
+    timeout 150 python3 benchmarks/scripts/profile_70b_layers.py $OUT/profile 4096 $policy 2>&1 | sed -n '/^# GPU/,/^| kernel/p;/Error/p'
+  done
+}
 peer_wheels() { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whlpeer/*.whl; }
 peer() {  # Unsloth on the same checkpoint, 4 x 1024 tokens; extra arguments go to the peer script (LOG first)
   local log=$1; shift
