@@ -90,6 +90,17 @@ def test_compiled_decoder_layers_give_the_same_loss_and_gradients(tiny_model_dir
     assert worst <= 2e-2, worst
 
 
+def test_a_run_whose_layers_compiled_nothing_is_refused():
+    import torch._dynamo
+
+    from nextai.modules.kernels import check_layers_compiled
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    with pytest.raises(NextaiError, match="model.compile_layers: torch.compile compiled no graph"):
+        check_layers_compiled()
+
+
 def test_compiled_layers_are_not_combined_with_offloading():
     # torch.compile breaks the graph at the offloading's saved-tensor hooks: nothing would be compiled.
     with pytest.raises(NextaiError, match="model.compile_layers with model.offload_activations"):

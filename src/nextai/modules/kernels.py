@@ -32,10 +32,29 @@ def compile_decoder_layers(layers: list) -> str:
 
     Random ops (LoRA dropout) inside the compiled graphs draw from torch's own generator (`fallback_random`), not
     Inductor's: the same masks as eager.
+
+    Since transformers 5.25 (which brings the `kernels` package) each attention forward sets and resets a context
+    variable; under recomputation Dynamo refuses that side effect inside the checkpoint and compiled nothing. The
+    pair is a no-op once the forward returns, so replaying it in the backward is not needed
+    (`skip_fwd_side_effects_in_bwd_under_checkpoint`). `check_layers_compiled` refuses a run that compiled nothing.
     """
+    import torch._dynamo.config
     import torch._inductor.config
 
     torch._inductor.config.fallback_random = True
+    torch._dynamo.config.skip_fwd_side_effects_in_bwd_under_checkpoint = True
     for layer in layers:
         layer.compile()
     return f"torch.compile on {len(layers)} decoder layers (compiled at the first step of each shape)"
+
+
+def check_layers_compiled() -> None:
+    """After the first step with `compile_layers`: Dynamo produced at least one graph, else one line with why
+    (a run that asked for compiled layers must not silently run them eagerly)."""
+    from torch._dynamo.utils import counters
+
+    if counters["stats"]["unique_graphs"] > 0:
+        return
+    reasons = "; ".join(reason.splitlines()[0] for reason in counters["graph_break"]) or "no graph break recorded"
+    raise NextaiError(f"model.compile_layers: torch.compile compiled no graph for the decoder layers ({reasons}); "
+                      "set model.compile_layers false")

@@ -18,7 +18,7 @@ from nextai.atomic import atomic_path
 from nextai.errors import NextaiError
 from nextai.modules.activations import PinnedOffloader, apply_layer_policies, decoder_layers, describe_policies
 from nextai.modules.attention import PACKED_KWARGS, AttentionChoice, choose_attention
-from nextai.modules.kernels import apply_liger_kernels, compile_decoder_layers
+from nextai.modules.kernels import apply_liger_kernels, check_layers_compiled, compile_decoder_layers
 from nextai.modules.loading import load_causal_lm
 from nextai.modules.lora import check_targets_exist, lora_config, lora_target_modules
 from nextai.modules.loss import describe_linear_cross_entropy, linear_cross_entropy
@@ -312,6 +312,8 @@ class QLoRAModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self(batch).loss
+        if self.hparams.get("compile_layers") and self.global_step == 0 and batch_idx == 0:
+            check_layers_compiled()
         self.log("train_loss", loss, on_step=True, prog_bar=True, batch_size=batch["input_ids"].size(0))
         return loss
 
