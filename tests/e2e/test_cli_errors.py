@@ -89,3 +89,38 @@ def test_impossible_values_and_cuda_only_options_write_nothing(tmp_path, capsys,
     line = run_failing(["fit", "--config", TINY, "--trainer.default_root_dir", str(run), *override], capsys)
     assert message in line
     assert not run.exists()
+
+
+@pytest.mark.parametrize("name, text, message", [
+    # a path is a path: jsonargparse used to read these files' text as the value of data.source
+    ("alpaca.csv", "instruction,output\n" + "".join(f"q{i},a{i}\n" for i in range(40)) + '"open,quote\n',
+     "alpaca.csv: not a readable CSV file"),
+    ("notes.txt", "hello world; \n", "notes.txt: unsupported file type '.txt'"),
+    ("chat.jsonl", '{"messages": [{"role": "user", "content": "Hi"}, {"role": "robot", "content": "Yo"}]}\n',
+     "chat.jsonl:1 [messages][1]: unknown role 'robot'"),
+    ("qa.jsonl", '{"question": "a", "answer": "b"}\n', "qa.jsonl:1: cannot tell the format from the fields"),
+])
+def test_bad_data_files_in_any_format_write_nothing(tmp_path, capsys, name, text, message):
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    run = tmp_path / "run"
+    line = run_failing(["fit", "--config", TINY, "--data.source", str(tmp_path / name),
+                        "--trainer.default_root_dir", str(run)], capsys)
+    assert message in line
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    (["--data.format", "chat"], 'Parser key "data.format": Expected a typing.Literal'),
+    (["--data.columns", "{answer: output}"], "data.columns: unknown key 'answer'"),
+    (["--data.source", "bundled:chat/messages.jsonl", "--data.chat_template", "chatml"],
+     "has no <|im_start|> or <|im_end|> token; choose a template written in its own tokens"),
+    (["--data.source", "bundled:chat/messages.jsonl"],
+     "has no chat template: set data.chat_template to one of llama-2-chat, chatml"),
+    (["--model.base_model", "missing/model.gguf"], "model.base_model: GGUF file not found: missing/model.gguf"),
+])
+def test_bad_format_settings_write_nothing(tmp_path, capsys, override, message):
+    run = tmp_path / "run"
+    line = run_failing(["fit", "--config", TINY, "--trainer.default_root_dir", str(run),
+                        "--data.source", "bundled:alpaca_tiny.jsonl", *override], capsys)
+    assert message in line
+    assert not run.exists()

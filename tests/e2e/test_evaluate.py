@@ -153,10 +153,10 @@ def model_and_tokenizer(runs):
     from nextai.data.tokenize import load_tokenizer
     from nextai.modules.loading import load_for_inference
     from nextai.modules.quantization import Quantization
-    from nextai.tiny import resolve_pretrained
+    from nextai.base_model import resolve_base_model
 
     model = load_for_inference("tiny", runs[0] / "adapter", Quantization(), "auto", "cpu")
-    return model, load_tokenizer(resolve_pretrained("tiny"))
+    return model, load_tokenizer(resolve_base_model("tiny"))
 
 
 def test_batched_greedy_equals_one_prompt_at_a_time(model_and_tokenizer):

@@ -33,7 +33,7 @@ def test_merged_model_loads_without_peft_and_computes_base_plus_adapter(run):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from nextai.tiny import resolve_pretrained
+    from nextai.base_model import resolve_base_model
 
     export(run)
     merged_dir = run / "merged"
@@ -43,7 +43,7 @@ def test_merged_model_loads_without_peft_and_computes_base_plus_adapter(run):
     merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.bfloat16)
     assert not any("lora" in name for name, _ in merged.named_parameters())
 
-    base = AutoModelForCausalLM.from_pretrained(resolve_pretrained("tiny"), dtype=torch.bfloat16)
+    base = AutoModelForCausalLM.from_pretrained(resolve_base_model("tiny"), dtype=torch.bfloat16)
     unmerged = PeftModel.from_pretrained(base, str(run / "adapter"))
     expected = logits(unmerged)
     with unmerged.disable_adapter():

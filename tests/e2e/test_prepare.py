@@ -175,3 +175,16 @@ def test_platypus_filter_list_is_overridable_in_yaml(tmp_path):
     main(["prepare", "--config", str(config), "--trainer.default_root_dir", str(tmp_path)])
     platypus = manifest(tmp_path)["sources"]["platypus"]
     assert (platypus["rows"], platypus["filtered"], platypus["sampled"]) == (8, 1, 7)
+
+
+def test_prepare_shows_examples_with_the_trained_tokens_and_names_each_format(tmp_path, capsys):
+    run = tmp_path / "run"
+    main(["prepare", "--config", TINY, "--trainer.default_root_dir", str(run), "--data.source",
+          "bundled:chat/sharegpt.jsonl", "--data.chat_template", "llama-2-chat", "--data.val_size", "2",
+          "--show", "2"])
+    out = capsys.readouterr().out
+    assert "prompt format: messages, chat template llama-2-chat (turns end with </s>)" in out
+    assert out.count("trained") >= 2 and "example 1 (sharegpt)" in out
+    assert manifest(run)["sources"]["sharegpt"]["format"] == "messages"
+    main(["prepare", "--config", TINY, "--trainer.default_root_dir", str(tmp_path / "tiny")])
+    assert {row["format"] for row in manifest(tmp_path / "tiny")["sources"].values()} == {"alpaca"}

@@ -60,9 +60,9 @@ def model_and_tokenizer():
     from nextai.data.tokenize import load_tokenizer
     from nextai.modules.loading import load_for_inference
     from nextai.modules.quantization import Quantization
-    from nextai.tiny import resolve_pretrained
+    from nextai.base_model import resolve_base_model
 
-    return load_for_inference("tiny", None, Quantization(), "auto", "cpu"), load_tokenizer(resolve_pretrained("tiny"))
+    return load_for_inference("tiny", None, Quantization(), "auto", "cpu"), load_tokenizer(resolve_base_model("tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nextai.data.records import AlpacaSource
+from nextai.data.dataset import AlpacaSource
 from nextai.data.sources import ADAPTERS
 from nextai.errors import NextaiError
 from nextai.units import format_duration, parse_duration, parse_memory

@@ -6,7 +6,7 @@ import pytest
 
 from nextai.data.dedup import Dedup
 from nextai.data.mixture import Component, Mixture, sample_indices, take_count
-from nextai.data.records import AlpacaSource
+from nextai.data.dataset import AlpacaSource
 from nextai.data.sources import OpenPlatypus
 from nextai.errors import NextaiError
 
@@ -147,3 +147,41 @@ def test_a_source_mixed_in_twice_and_an_empty_mixture_are_errors():
 def test_count_larger_than_the_source_is_an_error(files, tmp_path):
     with pytest.raises(NextaiError, match="codegen: count 500 asks for more records than the 400 available"):
         mixture(files, tmp_path, codegen={"count": 500}).load()
+
+
+def test_conversation_sources_keep_their_turns_only_where_asked(tmp_path):
+    flat = Mixture([Component("lima", location="bundled:sources/lima.jsonl")], dedup=None,
+                   cache_dir=str(tmp_path / "cache")).load()
+    assert all("instruction" in r for r in flat)  # the report's flattening stays the default
+    kept = Mixture([Component("lima", location="bundled:sources/lima.jsonl", format="messages"),
+                    Component("guanaco", location="bundled:sources/guanaco.jsonl", format="messages"),
+                    Component("dolly", location="bundled:sources/dolly.jsonl")],
+                   dedup=None, cache_dir=str(tmp_path / "cache"))
+    records = kept.load()
+    chats = [r for r in records if r["source"] in ("lima", "guanaco")]
+    assert chats and all(r["messages"][-1]["role"] == "assistant" for r in chats)
+    assert any(sum(m["role"] == "assistant" for m in r["messages"]) > 1 for r in chats)  # multi-turn kept whole
+    assert all("instruction" in r for r in records if r["source"] == "dolly")
+    assert {name: row["format"] for name, row in kept.report()["sources"].items()} == \
+           {"lima": "messages", "guanaco": "messages", "dolly": "alpaca"}
+
+
+def test_any_dataset_mixes_in_by_its_path(tmp_path):
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text(json.dumps({"conversations": [{"from": "human", "value": "Hi"},
+                                                  {"from": "gpt", "value": "Hello."}]}) + "\n")
+    records = Mixture([Component(str(chats)), Component("dolly", location="bundled:sources/dolly.jsonl",
+                                                        fraction=0.5)],
+                      dedup=None, cache_dir=str(tmp_path / "cache")).load()
+    assert [r["messages"] for r in records if r["source"] == "chats"] == \
+           [[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]]
+
+
+@pytest.mark.parametrize("component, message", [
+    (Component("dolly", format="messages"), "dolly: format messages keeps a conversation's turns; dolly has none"),
+    (Component("lima", columns={"output": "answer"}), "components\\[0\\].columns: lima reads its own schema"),
+    (Component("dolyy"), "unknown data source 'dolyy'"),
+])
+def test_format_settings_that_cannot_apply_are_refused(tmp_path, component, message):
+    with pytest.raises(NextaiError, match=message):
+        Mixture([component], dedup=None, cache_dir=str(tmp_path / "cache")).sources

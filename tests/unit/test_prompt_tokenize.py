@@ -3,7 +3,7 @@
 import pytest
 
 from nextai.data.prompt import alpaca_prompt
-from nextai.data.tokenize import IGNORE_INDEX, has_labels, tokenize_batch, tokenize_example
+from nextai.data.tokenize import ALPACA, IGNORE_INDEX, has_labels, tokenize_example, tokenize_records
 
 
 def test_prompt_with_and_without_input():
@@ -88,10 +88,10 @@ def test_without_eos_a_text_of_exactly_cutoff_len_is_not_cut(tiny_tokenizer):
 
 
 def test_batch_form_reports_length_and_truncation(tiny_tokenizer):
-    batch = {"instruction": ["Name a color.", "Repeat."], "input": ["", ""],
-             "output": ["Red.", " ".join(["garden river planet"] * 40)]}
-    out = tokenize_batch(batch, tiny_tokenizer, cutoff_len=TEXT_TOKENS + 1, train_on_inputs=False,
-                         add_eos_token=True)
+    records = [{"instruction": "Name a color.", "input": "", "output": "Red.", "source": "a"},
+               {"instruction": "Repeat.", "input": "", "output": " ".join(["garden river planet"] * 40), "source": "b"}]
+    out = tokenize_records(records, tiny_tokenizer, ALPACA, cutoff_len=TEXT_TOKENS + 1, train_on_inputs=False,
+                           add_eos_token=True)
     assert out["length"] == [TEXT_TOKENS + 1, TEXT_TOKENS + 1] == [len(ids) for ids in out["input_ids"]]
     assert out["truncated"] == [False, True]  # same length, told apart by the untruncated length
 

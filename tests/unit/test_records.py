@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from nextai.data.records import AlpacaSource
+from nextai.data.dataset import AlpacaSource
 from nextai.errors import NextaiError
 
 

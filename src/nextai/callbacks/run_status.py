@@ -1,5 +1,6 @@
 """`RunStatus`: `run.json` in the run directory says whether the run is running, finished, stopped early (and why)
-or failed, at which step, and where its checkpoint and adapter are."""
+or failed, at which step, and where its checkpoint and adapter are; `prompt_format.json` how its examples were
+written."""
 
 import os
 import time
@@ -65,6 +66,11 @@ class RunStatus(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_started = True
         self._write(trainer, "running")
+        # How the examples were written (the datamodule knows once set up): evaluate, serve and chat prompt the
+        # model the same way, and the adapter carries a copy.
+        prompt_format = getattr(trainer.datamodule, "prompt_format", None)
+        if trainer.is_global_zero and prompt_format is not None:
+            prompt_format.save(run_dir(trainer))
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         if trainer.is_global_zero and (row := unlogged_step_row(trainer)):

@@ -2,3 +2,7 @@
 
 Needs a tokenizer, never the model.
 """
+
+from nextai.data.dataset import AlpacaSource, DatasetSource
+
+__all__ = ["AlpacaSource", "DatasetSource"]

@@ -13,9 +13,13 @@ from nextai.atomic import atomic_path
 from nextai.callbacks.epoch_position import EpochPosition
 from nextai.data.collate import PadCollator
 from nextai.data.packing import PackCollator, PackedBatchSampler
-from nextai.data.records import RecordSource, as_record_source
+from nextai.data.chat import AUTO, resolve_chat_template
+from nextai.data.dataset import as_record_source
+from nextai.data.formats import Format
+from nextai.data.prompt import PromptFormat
+from nextai.data.records import RecordSource, record_format
 from nextai.data.sampler import MicroBatchSampler
-from nextai.data.tokenize import (has_labels, load_tokenizer, template_fingerprint, tokenize_batch,
+from nextai.data.tokenize import (has_labels, load_tokenizer, template_fingerprint, tokenize_records,
                                   tokenizer_fingerprint)
 from nextai.errors import NextaiError
 from nextai.paths import default_cache_dir
@@ -51,11 +55,19 @@ def micro_batch_tokens(packing: bool, pack_length: int, micro_batch_size: int, c
 
 
 class InstructionDataModule(L.LightningDataModule):
-    """Instruction-tuning data in the Alpaca format.
+    """Instruction-tuning data: Alpaca records, conversations or prompt/completion pairs, from any dataset.
 
     Args:
-        source: an Alpaca .json/.jsonl file, a directory of them, a hub dataset id, `bundled:NAME` for a sample
-            shipped with nextai, or a `RecordSource` object (class_path/init_args in YAML).
+        source: a data file (.json, .jsonl, .csv, .tsv, .parquet, .arrow), a directory of them, a `save_to_disk`
+            folder, a hub dataset id, a registered source name (`dolly`, read by its adapter), `bundled:NAME` for a
+            sample shipped with nextai, or a source object such as a `Mixture` (class_path/init_args in YAML).
+        format: how a file or hub dataset's rows are read: `auto` (from the fields, logged), `alpaca`,
+            `messages`, `sharegpt` or `prompt_completion`; for a conversation source (guanaco, lima, faithdial),
+            `messages` keeps the turns.
+        columns: the dataset's names for nextai's fields and roles, e.g. `{instruction: question, output: answer}`
+            or `{messages: dialog, user: human}` (see `nextai.data.formats`).
+        chat_template: how conversations are rendered: `auto` (the tokenizer's own template) or a named one
+            (`llama-2-chat`, `chatml`); the end-of-turn token comes from the template.
         tokenizer: the base model's tokenizer (linked from `model.base_model`).
         cutoff_len: longest example in tokens; longer ones are cut (report: 1024).
         train_on_inputs: also learn the prompt tokens (report: false, prompt labels are -100).
@@ -77,6 +89,9 @@ class InstructionDataModule(L.LightningDataModule):
     def __init__(
         self,
         source: str | RecordSource,
+        format: Format = "auto",
+        columns: dict[str, str] | None = None,
+        chat_template: str = AUTO,
         tokenizer: str = "tiny",
         cutoff_len: int = 1024,
         train_on_inputs: bool = False,
@@ -105,7 +120,8 @@ class InstructionDataModule(L.LightningDataModule):
         if packing and micro_batch_size != 1:
             raise NextaiError(f"data.micro_batch_size must be 1 with packing (a micro batch is one pack of "
                               f"data.pack_length tokens), got {micro_batch_size}")
-        self.source = as_record_source(source)
+        self.source = as_record_source(source, format, columns)
+        self.chat_template = chat_template
         self.tokenizer_name = tokenizer
         self.cutoff_len = cutoff_len
         self.train_on_inputs = train_on_inputs
@@ -125,6 +141,7 @@ class InstructionDataModule(L.LightningDataModule):
         self._resume_position: dict | None = None
         self._train_sampler = None  # the training loader's batch sampler, once built
         self._data_key: str | None = None  # the tokenized set in use (records, tokenizer, cutoff, masking)
+        self.prompt_format: PromptFormat | None = None  # how the examples were written (set by setup)
 
     # ---------------------------------------------------------------------------------- preparation
     def _tokenizer(self):
@@ -134,9 +151,11 @@ class InstructionDataModule(L.LightningDataModule):
 
     def cache_key(self) -> str:
         """Changes whenever the tokenized examples would differ: records, tokenizer, template or settings."""
-        parts = {"records": self.source.fingerprint(), "tokenizer": tokenizer_fingerprint(self._tokenizer()),
+        tokenizer = self._tokenizer()
+        parts = {"records": self.source.fingerprint(), "tokenizer": tokenizer_fingerprint(tokenizer),
                  "template": template_fingerprint(), "cutoff_len": self.cutoff_len,
-                 "train_on_inputs": self.train_on_inputs, "add_eos_token": self.add_eos_token}
+                 "train_on_inputs": self.train_on_inputs, "add_eos_token": self.add_eos_token,
+                 "chat_template": [self.chat_template, str(tokenizer.chat_template or "")]}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
     def tokenized_path(self, key: str | None = None) -> Path:
@@ -155,11 +174,10 @@ class InstructionDataModule(L.LightningDataModule):
         if not records:
             raise NextaiError(f"{self.source.describe()}: no records")
         tokenizer = self._tokenizer()
-        raw = datasets.Dataset.from_list(records)
-        tokenized = raw.map(tokenize_batch, batched=True, remove_columns=["instruction", "input", "output"],
-                            fn_kwargs=dict(tokenizer=tokenizer, cutoff_len=self.cutoff_len,
-                                           train_on_inputs=self.train_on_inputs, add_eos_token=self.add_eos_token),
-                            desc="tokenizing")
+        prompt_format = self.make_prompt_format(sorted({record_format(r) for r in records}))
+        log.info("prompt format: %s", prompt_format.describe())
+        tokenized = datasets.Dataset.from_dict(tokenize_records(
+            records, tokenizer, prompt_format, self.cutoff_len, self.train_on_inputs, self.add_eos_token))
         kept = tokenized.filter(has_labels, desc="dropping examples without response tokens")
         if len(kept) == 0:
             raise NextaiError(f"{self.source.describe()}: no example has response tokens left within "
@@ -169,6 +187,15 @@ class InstructionDataModule(L.LightningDataModule):
                  "%d cut at %d tokens", len(records), len(kept), len(tokenized) - len(kept), cut, self.cutoff_len)
         with atomic_path(path) as tmp:
             kept.save_to_disk(str(tmp))
+            prompt_format.save(tmp)
+
+    def make_prompt_format(self, formats: list[str]) -> PromptFormat:
+        """The renderer for records of `formats`: a chat template is resolved only when conversations are among
+        them (a tokenizer without one is fine for Alpaca data)."""
+        template = None
+        if "messages" in formats:
+            template = resolve_chat_template(self._tokenizer(), self.chat_template, f"tokenizer '{self.tokenizer_name}'")
+        return PromptFormat(tuple(formats), template)
 
     def setup(self, stage: str) -> None:
         import datasets
@@ -176,7 +203,9 @@ class InstructionDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         self._data_key = self.cache_key()
-        dataset = datasets.load_from_disk(str(self.tokenized_path(self._data_key)))
+        path = self.tokenized_path(self._data_key)
+        dataset = datasets.load_from_disk(str(path))
+        self.prompt_format = PromptFormat.load(path) or PromptFormat()
         val_count = self._val_count(len(dataset))
         if val_count:
             split = dataset.train_test_split(test_size=val_count, seed=self.seed, shuffle=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nextai.data.records import AlpacaRecord, read_json_objects
+from nextai.data.records import Record, read_json_objects
 from nextai.data.samples import BUNDLED_PREFIX, bundled_path
 from nextai.errors import NextaiError, first_line
 
@@ -61,8 +61,13 @@ class Dedup:
         return self.threshold if self.contamination_threshold is None else self.contamination_threshold
 
 
-def prompt_text(record: AlpacaRecord) -> str:
-    """What is compared: the instruction, then the input when there is one (as Platypus did)."""
+def prompt_text(record: Record) -> str:
+    """What is compared: the instruction, then the input when there is one (as Platypus did); a conversation's
+    user turns; a prompt/completion pair's prompt."""
+    if "messages" in record:
+        return " ".join(m["content"] for m in record["messages"] if m["role"] == "user").strip()
+    if "prompt" in record:
+        return record["prompt"].strip()
     return f"{record['instruction']} {record['input']}".strip()
 
 

@@ -42,7 +42,7 @@ def build_manifest(config_hash: str, description: str, counts: dict[str, dict], 
     where things are."""
     sources = {}
     for name in dict.fromkeys([*counts, *lengths]):
-        row = {"title": counts.get(name, {}).get("title", name)}
+        row = {"title": counts.get(name, {}).get("title", name), "format": counts.get(name, {}).get("format", "-")}
         row.update({step: counts.get(name, {}).get(step) for step in STEPS[:-1]})
         row["tokenized"] = len(lengths.get(name, []))
         row["tokens"] = token_stats(lengths.get(name, []), truncated.get(name, []))

@@ -9,6 +9,8 @@
             - source: platypus             # Filtering Platypus
             - {source: codegen, fraction: 0.1}      # Codegen(10%)
             - {source: flan_cot, count: 2000}       # FLAN-v2-Cot(2k)
+            - {source: lima, format: messages}      # LIMA with its turns kept (chat template)
+            - {source: data/chats.parquet, format: sharegpt}  # any dataset, in any format
           dedup: {threshold: 0.9}
 
 Building it (read, filter, sample, dedup) is the expensive part of data preparation; the result is kept under
@@ -28,8 +30,11 @@ import numpy as np
 from nextai.atomic import atomic_path
 from nextai.data.dedup import (Dedup, embed, keep_mask, load_embedder, nearest, prompt_text, question_files,
                                read_questions)
-from nextai.data.records import AlpacaRecord, RecordSource, hash_files, read_json_objects
-from nextai.data.sources import NativeSource, SourceRead, source_class
+from nextai.data.dataset import DatasetSource
+from nextai.data.formats import Format, check_columns
+from nextai.data.readers import looks_local
+from nextai.data.records import Record, RecordSource, hash_files, read_json_objects, record_format
+from nextai.data.sources import SOURCES, NativeSource, SourceRead, source_class
 from nextai.errors import NextaiError
 from nextai.paths import default_cache_dir
 
@@ -45,13 +50,17 @@ class Component:
     """One source of a mixture and how much of it to take.
 
     Args:
-        source: a registered source name (`dolly`, `platypus`, ...: see `nextai.data.sources`), or a configured
-            source object (class_path/init_args), for example `OpenPlatypus` with its own `llm_generated` list.
+        source: a registered source name (`dolly`, `platypus`, ...: see `nextai.data.sources`), a dataset (file,
+            folder or hub id, read as `format` with `columns`), or a configured source object
+            (class_path/init_args), for example `OpenPlatypus` with its own `llm_generated` list.
         fraction: the share of the source's records to take, in (0, 1] (`Codegen(10%)` is 0.1). Default: all.
         count: or an exact number of records (`FLAN-v2-Cot(2k)` is 2000).
         location: with a source name: a local file or directory in the source's native schema (or another hub
             id) instead of its default hub dataset.
         dedup: false keeps every record of this source through dedup (they still count as kept for the others).
+        format: with a conversation source (guanaco, lima, faithdial), `messages` keeps its turns (the report's
+            Alpaca flattening is the default); with a dataset, its format (default `auto`).
+        columns: with a dataset, its names for nextai's fields and roles.
     """
 
     source: str | RecordSource
@@ -59,6 +68,8 @@ class Component:
     count: int | None = None
     location: str | None = None
     dedup: bool = True
+    format: Format | None = None
+    columns: dict[str, str] | None = None
 
 
 @dataclass
@@ -75,6 +86,7 @@ class SourceCounts:
     contaminated: int = 0  # dropped as too similar to an evaluation question
     kept: int = 0  # in the mixture
     notes: list[str] = field(default_factory=list)
+    format: str = "alpaca"  # the records' format: alpaca, messages, prompt_completion
 
 
 # ------------------------------------------------------------------------------------------------ pure logic
@@ -87,6 +99,27 @@ def check_component(component: Component, where: str) -> None:
         raise NextaiError(f"{where}.count must be a positive number of records, got {component.count}")
     if component.location is not None and not isinstance(component.source, str):
         raise NextaiError(f"{where}: `location` goes with a source name; a configured source takes its own")
+    if (component.format or component.columns) and not isinstance(component.source, str):
+        raise NextaiError(f"{where}: `format` and `columns` go with a source name or a dataset; a configured "
+                          "source takes its own")
+    check_columns(component.columns, f"{where}.columns")
+
+
+def component_source(component: Component, where: str) -> RecordSource:
+    """The source a component names: a registered adapter, a dataset, or the configured object itself."""
+    if not isinstance(component.source, str):
+        return component.source
+    if component.source in SOURCES:
+        if component.columns:
+            raise NextaiError(f"{where}.columns: {component.source} reads its own schema; columns apply to datasets")
+        format = component.format or "alpaca"
+        if format not in ("alpaca", "messages"):
+            raise NextaiError(f"{where}.format: {component.source} takes alpaca or messages, got '{format}'")
+        keep_turns = {"format": format} if format == "messages" else {}  # sources without turns take no format
+        return source_class(component.source)(location=component.location, **keep_turns)
+    if component.location is not None or (not looks_local(component.source) and "/" not in component.source):
+        source_class(component.source)  # `location` goes with a source name; unknown names list the known ones
+    return DatasetSource(component.source, format=component.format or "auto", columns=component.columns)
 
 
 def take_count(available: int, fraction: float | None, count: int | None, label: str) -> int:
@@ -113,7 +146,12 @@ def sample_indices(available: int, take: int, seed: int, label: str) -> list[int
 
 
 def component_label(source: RecordSource) -> str:
-    """The name a component's records are tagged and counted under: the source's `name`, else its description."""
+    """The name a component's records are tagged and counted under: an adapter's `name`, a dataset's tag or file
+    stem, else the source's description."""
+    if isinstance(source, NativeSource):
+        return source.name
+    if isinstance(source, DatasetSource):
+        return source.tag or Path(source.location).stem or source.location
     return getattr(source, "name", None) or source.describe()
 
 
@@ -133,11 +171,9 @@ def resolve_sources(components: list[Component], dedup: Dedup | None) -> list[Re
         dedup.check()
     sources = []
     for index, component in enumerate(components):
-        check_component(component, f"data.source.components[{index}]")
-        if isinstance(component.source, str):
-            sources.append(source_class(component.source)(location=component.location))
-        else:
-            sources.append(component.source)
+        where = f"data.source.components[{index}]"
+        check_component(component, where)
+        sources.append(component_source(component, where))
     labels = [component_label(source) for source in sources]
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
@@ -212,7 +248,7 @@ class Mixture(RecordSource):
         return self.cache_dir / "mixtures" / self.fingerprint()
 
     # -------------------------------------------------------------------------------------------- results
-    def load(self) -> list[AlpacaRecord]:
+    def load(self) -> list[Record]:
         path = self.cache_path()
         if not (path / REPORT_FILE).exists():
             self.build()
@@ -229,17 +265,19 @@ class Mixture(RecordSource):
 
     def build(self) -> None:
         """Read, filter, sample and dedup every component; write the records and the report atomically."""
-        records: list[AlpacaRecord] = []
+        records: list[Record] = []
         protected: list[bool] = []
         counts: dict[str, SourceCounts] = {}
         for label, source, component in zip(self.labels, self.sources, self.components):
             read = read_source(source)
             take = take_count(len(read.records), component.fraction, component.count, label)
-            chosen = [AlpacaRecord(**{**read.records[i], "source": label})
+            chosen = [{**read.records[i], "source": label}
                       for i in sample_indices(len(read.records), take, self.seed, label)]
             title = source.title if isinstance(source, NativeSource) else source.describe()
+            formats = sorted({record_format(r) for r in read.records})
             counts[label] = SourceCounts(title=title, rows=read.rows, filtered=read.filtered, unusable=read.unusable,
-                                         available=len(read.records), sampled=len(chosen), notes=read.notes)
+                                         available=len(read.records), sampled=len(chosen), notes=read.notes,
+                                         format=" + ".join(formats) or "-")
             records += chosen
             protected += [not component.dedup] * len(chosen)
             log.info("mixture: %s: %d of %d records", label, len(chosen), len(read.records))
@@ -263,8 +301,8 @@ class Mixture(RecordSource):
             (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         log.info("mixture: %d records in %s", len(records), self.cache_path())
 
-    def _dedup(self, records: list[AlpacaRecord], protected: np.ndarray,
-               counts: dict[str, SourceCounts]) -> tuple[list[AlpacaRecord], dict, dict | None]:
+    def _dedup(self, records: list[Record], protected: np.ndarray,
+               counts: dict[str, SourceCounts]) -> tuple[list[Record], dict, dict | None]:
         settings = self.dedup
         model = load_embedder(settings.embedder, settings.device)
         vectors = embed(model, [prompt_text(r) for r in records], settings.batch_size)

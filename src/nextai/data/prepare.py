@@ -19,6 +19,7 @@ from nextai.atomic import atomic_path, write_json
 from nextai.data.datamodule import InstructionDataModule
 from nextai.data.manifest import build_manifest, group_by_source, manifest_hash
 from nextai.data.mixture import Mixture
+from nextai.data.records import record_format
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,10 @@ MANIFEST_FILE = "manifest.json"
 HISTOGRAM_DIR = "histograms"
 
 
-def prepare(datamodule: InstructionDataModule, output_dir: Path, console: Console | None = None) -> dict:
-    """Build (or reuse) the prepared set of `datamodule`, write its manifest and histograms, print the table."""
+def prepare(datamodule: InstructionDataModule, output_dir: Path, console: Console | None = None,
+            show: int = 0) -> dict:
+    """Build (or reuse) the prepared set of `datamodule`, write its manifest and histograms, print the table and
+    `show` rendered training examples."""
     source = datamodule.source
     if isinstance(source, Mixture):
         report = source.report()
@@ -36,9 +39,12 @@ def prepare(datamodule: InstructionDataModule, output_dir: Path, console: Consol
         extra = {"records_fingerprint": source.fingerprint(), "mixture_path": str(source.cache_path()),
                  "dedup": report.get("dedup"), "contamination": report.get("contamination")}
     else:  # a single file or hub dataset: no sampling or dedup, every record counts as read and kept
-        per_source = Counter(record["source"] for record in source.load())
+        records = source.load()
+        per_source = Counter(record["source"] for record in records)
+        formats = {name: " + ".join(sorted({record_format(r) for r in records if r["source"] == name}))
+                   for name in per_source}
         counts = {name: {"rows": n, "filtered": 0, "unusable": 0, "sampled": n, "after_dedup": n,
-                         "contaminated": 0} for name, n in per_source.items()}
+                         "contaminated": 0, "format": formats[name]} for name, n in per_source.items()}
         extra = {"records_fingerprint": source.fingerprint()}
 
     datamodule.prepare_data()
@@ -64,8 +70,36 @@ def prepare(datamodule: InstructionDataModule, output_dir: Path, console: Consol
     else:
         write_json(path, manifest)
         log.info("prepare: wrote %s and %d histograms in %s", path, len(lengths), histograms)
-    print_summary(manifest, console or Console())
+    console = console or Console()
+    print_summary(manifest, console)
+    if show:
+        datamodule.setup("prepare")
+        show_examples(tokenized, datamodule.tokenizer, show, console, datamodule.prompt_format)
     return manifest
+
+
+def show_examples(tokenized, tokenizer, count: int, console: Console, prompt_format=None) -> None:
+    """The first `count` examples as the model reads them, the trained tokens highlighted (what `axolotl
+    preprocess --debug` shows): green on black is learned, dim is context (label -100)."""
+    from rich.rule import Rule
+    from rich.text import Text
+
+    from nextai.data.tokenize import IGNORE_INDEX
+
+    if prompt_format is not None:
+        console.print(f"prompt format: {prompt_format.describe()}")
+    for index in range(min(count, len(tokenized))):
+        example = tokenized[index]
+        text = Text()
+        for token, label in zip(example["input_ids"], example["labels"]):
+            piece = tokenizer.decode([token], skip_special_tokens=False)
+            text.append(piece, style="bold green" if label != IGNORE_INDEX else "dim")
+        learned = sum(label != IGNORE_INDEX for label in example["labels"])
+        console.print(Rule(f"example {index} ({example['source']}): {len(example['input_ids'])} tokens, "
+                           f"{learned} trained{', cut at cutoff_len' if example['truncated'] else ''}",
+                           align="left"))
+        console.print(text)
+    console.print(Rule(style="dim"))
 
 
 def file_name(source: str) -> str:
@@ -90,10 +124,12 @@ def write_histogram(path: Path, name: str, lengths: list[int], cutoff_len: int) 
 
 
 def _cell(value) -> str:
-    return "-" if value is None else f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
+    if value is None or isinstance(value, str):
+        return value or "-"
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
 
 
-COUNT_COLUMNS = {"rows": "read", "filtered": "filtered", "unusable": "unusable", "sampled": "sampled",
+COUNT_COLUMNS = {"format": "format", "rows": "read", "filtered": "filtered", "unusable": "unusable", "sampled": "sampled",
                  "after_dedup": "deduped", "contaminated": "contam.", "tokenized": "tokenized"}
 LENGTH_COLUMNS = ("examples", "tokens", "mean", "median", "p95", "max", "cut")
 
@@ -111,7 +147,7 @@ def print_summary(manifest: dict, console: Console) -> None:
     for name, row in manifest["sources"].items():
         values = [row[step] for step in COUNT_COLUMNS]
         counts.add_row(name, *map(_cell, values))
-        totals.update({step: value for step, value in zip(COUNT_COLUMNS, values) if value is not None})
+        totals.update({step: value for step, value in zip(COUNT_COLUMNS, values) if isinstance(value, int)})
         lengths.add_row(name, *(_cell(row["tokens"][column]) for column in LENGTH_COLUMNS))
     counts.add_section()
     counts.add_row("total", *(_cell(totals.get(step)) for step in COUNT_COLUMNS))

@@ -1,13 +1,17 @@
-"""Alpaca records to training examples: prompt + response tokens, prompt masked, EOS added, cut at cutoff_len."""
+"""Records to training examples: the text the prompt format renders, tokenized once, everything but the trained
+spans masked, EOS added, cut at cutoff_len."""
 
 import hashlib
 import json
 
-from nextai.data.prompt import PROMPT_NO_INPUT, PROMPT_WITH_INPUT, alpaca_prompt
+from nextai.data.prompt import PROMPT_NO_INPUT, PROMPT_WITH_INPUT, PromptFormat
+from nextai.data.records import AlpacaRecord, Record
 from nextai.errors import NextaiError, first_line
 
 IGNORE_INDEX = -100  # label value the loss skips (torch's CrossEntropyLoss default)
-TOKENIZE_VERSION = "2"  # bump when the tokenization below changes (2: the `truncated` column)
+# Bump when the tokenization below changes (2: the `truncated` column; 3: trained spans by overlap, any format).
+TOKENIZE_VERSION = "3"
+ALPACA = PromptFormat()
 
 
 def load_tokenizer(name_or_path: str):
@@ -41,45 +45,55 @@ def template_fingerprint() -> str:
     return hashlib.sha256((PROMPT_WITH_INPUT + PROMPT_NO_INPUT + TOKENIZE_VERSION).encode()).hexdigest()[:16]
 
 
-def tokenize_example(tokenizer, instruction: str, input: str, output: str, cutoff_len: int,
-                     train_on_inputs: bool, add_eos_token: bool) -> dict:
-    """`input_ids`, `labels` and `truncated` for one record.
+def tokenize_record(tokenizer, record: Record, prompt_format: PromptFormat, cutoff_len: int, train_on_inputs: bool,
+                    add_eos_token: bool) -> dict:
+    """`input_ids`, `labels` and `truncated` for one record of any format.
 
-    The whole text (prompt + output) is tokenized at once, so tokens are exactly those the model would see;
-    with `train_on_inputs` false, every token that starts inside the prompt (BOS included) gets label -100.
-    With `add_eos_token` the EOS is part of the example: an example whose tokens, EOS included, fit in `cutoff_len`
-    is kept whole and ends with EOS; a longer one is `truncated` to its first `cutoff_len` tokens and gets no EOS
-    (a cut response must not teach the model to stop). So a text of exactly `cutoff_len` tokens is cut by its EOS,
-    as in alpaca-lora and TRL; without `add_eos_token` it is kept whole.
+    The whole text is tokenized at once, so tokens are exactly those the model would see. With `train_on_inputs`
+    false, only tokens that overlap a trained span learn (the response; in a conversation, every assistant turn
+    with its end-of-turn token); everything else, BOS included, gets label -100.
+    With `add_eos_token` an Alpaca or prompt/completion example ends with EOS (a chat template writes its own turn
+    ends): an example whose tokens, EOS included, fit in `cutoff_len` is kept whole and ends with EOS; a longer
+    one is `truncated` to its first `cutoff_len` tokens and gets no EOS (a cut response must not teach the model
+    to stop). So a text of exactly `cutoff_len` tokens is cut by its EOS, as in alpaca-lora and TRL; without
+    `add_eos_token` it is kept whole.
     """
-    prompt = alpaca_prompt(instruction, input)
-    text = prompt + output
+    text, spans, special = prompt_format.render(tokenizer, record)
     # Untruncated, so that "cut" is decided by the real length (verbose=False: a long record is no error here).
-    encoded = tokenizer(text, return_offsets_mapping=True, verbose=False)
+    encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=special, verbose=False)
     input_ids = list(encoded["input_ids"])
-    starts = [start for start, _ in encoded["offset_mapping"]]
-    if add_eos_token and input_ids[-1] != tokenizer.eos_token_id:
+    trains = [any(start < end_span and end > start_span for start_span, end_span in spans)
+              for start, end in encoded["offset_mapping"]]
+    if add_eos_token and special and input_ids[-1] != tokenizer.eos_token_id:
         input_ids.append(tokenizer.eos_token_id)
-        starts.append(len(text))
+        trains.append(bool(spans))
     truncated = len(input_ids) > cutoff_len
     if truncated:
-        input_ids, starts = input_ids[:cutoff_len], starts[:cutoff_len]
+        input_ids, trains = input_ids[:cutoff_len], trains[:cutoff_len]
     if train_on_inputs:
         labels = list(input_ids)
     else:
-        labels = [IGNORE_INDEX if start < len(prompt) else token for token, start in zip(input_ids, starts)]
+        labels = [token if trained else IGNORE_INDEX for token, trained in zip(input_ids, trains)]
     return {"input_ids": input_ids, "labels": labels, "truncated": truncated}
 
 
-def tokenize_batch(batch: dict[str, list], tokenizer, cutoff_len: int, train_on_inputs: bool,
-                   add_eos_token: bool) -> dict[str, list]:
-    """`datasets.map(batched=True)` form of `tokenize_example`, adding `length` for length grouping."""
-    out = {"input_ids": [], "labels": [], "truncated": [], "length": []}
-    for instruction, input, output in zip(batch["instruction"], batch["input"], batch["output"]):
-        example = tokenize_example(tokenizer, instruction, input, output, cutoff_len, train_on_inputs, add_eos_token)
+def tokenize_example(tokenizer, instruction: str, input: str, output: str, cutoff_len: int,
+                     train_on_inputs: bool, add_eos_token: bool) -> dict:
+    """`tokenize_record` for one Alpaca record."""
+    record = AlpacaRecord(instruction=instruction, input=input, output=output, source="")
+    return tokenize_record(tokenizer, record, ALPACA, cutoff_len, train_on_inputs, add_eos_token)
+
+
+def tokenize_records(records: list[Record], tokenizer, prompt_format: PromptFormat, cutoff_len: int,
+                     train_on_inputs: bool, add_eos_token: bool) -> dict[str, list]:
+    """Columns of the tokenized set: `input_ids`, `labels`, `truncated`, `length` (for length grouping), `source`."""
+    out = {"input_ids": [], "labels": [], "truncated": [], "length": [], "source": []}
+    for record in records:
+        example = tokenize_record(tokenizer, record, prompt_format, cutoff_len, train_on_inputs, add_eos_token)
         for key in ("input_ids", "labels", "truncated"):
             out[key].append(example[key])
         out["length"].append(len(example["input_ids"]))
+        out["source"].append(record["source"])
     return out
 
 

@@ -25,7 +25,7 @@ def load_bf16_base(module, base_weights: BaseWeights, device: torch.device | str
     from transformers import AutoModelForCausalLM
 
     from nextai.modules.loading import load_causal_lm
-    from nextai.tiny import resolve_pretrained
+    from nextai.base_model import resolve_base_model
 
     hp = module.hparams
     if base_weights == "dequantized":
@@ -36,7 +36,7 @@ def load_bf16_base(module, base_weights: BaseWeights, device: torch.device | str
     if base_weights != "original":
         raise NextaiError(f"base_weights must be 'original' or 'dequantized', got {base_weights!r}")
     try:
-        return AutoModelForCausalLM.from_pretrained(resolve_pretrained(hp.base_model), dtype=torch.bfloat16,
+        return AutoModelForCausalLM.from_pretrained(resolve_base_model(hp.base_model), dtype=torch.bfloat16,
                                                     device_map={"": torch.device(device)})
     except (OSError, ValueError) as err:
         raise NextaiError(f"cannot load model '{hp.base_model}': {first_line(err)}") from None
@@ -50,7 +50,7 @@ def export_merged(module, adapter: str | None, ckpt_path: str | None, output: st
 
     from nextai.data.tokenize import load_tokenizer
     from nextai.eval.model import attach_checkpoint, check_adapter_base, choose_weights
-    from nextai.tiny import resolve_pretrained
+    from nextai.base_model import resolve_base_model
 
     adapter, ckpt_path = choose_weights(adapter, ckpt_path, run_directory)
     if adapter is None and ckpt_path is None:
@@ -64,7 +64,7 @@ def export_merged(module, adapter: str | None, ckpt_path: str | None, output: st
         model = PeftModel.from_pretrained(base, adapter)
     merged = model.merge_and_unload()
     merged.config.use_cache = True
-    tokenizer = load_tokenizer(resolve_pretrained(module.hparams.base_model))
+    tokenizer = load_tokenizer(resolve_base_model(module.hparams.base_model))
     with atomic_path(output) as tmp:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -50,7 +50,7 @@ def load_model(module, device: torch.device | str, adapter: str | None, ckpt_pat
     """
     from nextai.data.tokenize import load_tokenizer
     from nextai.modules.loading import load_for_inference
-    from nextai.tiny import resolve_pretrained
+    from nextai.base_model import resolve_base_model
 
     hp = module.hparams
     description = {"base_model": hp.base_model, "adapter": adapter, "checkpoint": ckpt_path,
@@ -67,7 +67,7 @@ def load_model(module, device: torch.device | str, adapter: str | None, ckpt_pat
     model.eval()
     log.info("evaluating %s%s on %s", hp.base_model,
              f" + {adapter or ckpt_path}" if (adapter or ckpt_path) else " (no adapter)", device)
-    return LoadedModel(model, load_tokenizer(resolve_pretrained(hp.base_model)), description)
+    return LoadedModel(model, load_tokenizer(resolve_base_model(hp.base_model)), description)
 
 
 def attach_checkpoint(module, base, ckpt_path: str):
@@ -101,8 +101,8 @@ def check_adapter_base(adapter: Path, base_model: str) -> None:
     config = adapter / "adapter_config.json"
     if not config.is_file():
         raise NextaiError(f"{adapter}: not a PEFT adapter directory (no adapter_config.json)")
-    from nextai.tiny import resolve_pretrained
+    from nextai.base_model import resolve_base_model
 
     trained_on = json.loads(config.read_text()).get("base_model_name_or_path")
-    if trained_on and trained_on not in (base_model, resolve_pretrained(base_model)):
+    if trained_on and trained_on not in (base_model, resolve_base_model(base_model)):
         log.warning("adapter %s was trained on %s; the configured base is %s", adapter, trained_on, base_model)

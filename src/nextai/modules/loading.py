@@ -8,7 +8,7 @@ import torch
 from nextai.errors import NextaiError, first_line
 from nextai.modules.attention import AttentionChoice, choose_attention
 from nextai.modules.quantization import Quantization, reconcile_with_checkpoint
-from nextai.tiny import resolve_pretrained
+from nextai.base_model import resolve_base_model
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ def load_causal_lm(name_or_path: str, quantization: Quantization, attn_implement
 
     device = torch.device(device)
     implementation, reason = choose_attention(attn_implementation, device.type, packed)
-    path = resolve_pretrained(name_or_path)
+    path = resolve_base_model(name_or_path)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, quantization_config=quantization.to_bnb_config(), dtype=dtype,

@@ -6,6 +6,7 @@ checkpoints hold only what training changes (the LoRA weights).
 """
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +29,7 @@ from nextai.modules.optim import (SCHEDULES, STATE_BYTES_PER_PARAM, OptimizerNam
                                   build_schedule, check_optimizer)
 from nextai.modules.quantization import Quantization, keep_cpu_layout_trainable
 from nextai.progress import saved_batch_progress
-from nextai.rundir import ADAPTER_DIR, run_dir
+from nextai.rundir import ADAPTER_DIR, PROMPT_FORMAT_FILE, run_dir
 from nextai.strategies import check_fsdp_model, is_fsdp
 from nextai.units import gib
 
@@ -387,6 +388,8 @@ class QLoRAModule(L.LightningModule):
             return directory
         with atomic_path(directory) as tmp:
             self.model.save_pretrained(tmp, **({"state_dict": state} if state is not None else {}))
+            if trainer is not None and (run_dir(trainer) / PROMPT_FORMAT_FILE).is_file():
+                shutil.copy2(run_dir(trainer) / PROMPT_FORMAT_FILE, tmp / PROMPT_FORMAT_FILE)  # how to prompt it
         return directory
 
     def on_train_end(self) -> None:

@@ -31,6 +31,11 @@ ADAPTERS: tuple[type[NativeSource], ...] = (
 SOURCES: dict[str, type[NativeSource]] = {adapter.name: adapter for adapter in ADAPTERS}
 
 
+def conversational_sources() -> list[str]:
+    """Sources whose records are conversations: they can keep their turns (`format: messages`)."""
+    return sorted(name for name, adapter in SOURCES.items() if adapter.conversational)
+
+
 def source_class(name: str) -> type[NativeSource]:
     """The adapter registered under `name`; an unknown name lists the known ones."""
     try:
@@ -42,5 +47,5 @@ def source_class(name: str) -> type[NativeSource]:
 __all__ = [
     "ADAPTERS", "ARB", "LLM_GENERATED", "PRM800K", "SOURCES", "Alpaca", "Codegen", "Dolly", "FaithDial", "FlanCot",
     "Guanaco", "Lima", "MultiNews", "NativeSource", "OpenPlatypus", "ReClor", "Row", "ScienceQA", "SourceRead",
-    "TheoremQA", "TigerbotLeetcode", "source_class",
+    "TheoremQA", "TigerbotLeetcode", "conversational_sources", "source_class",
 ]

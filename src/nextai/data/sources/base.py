@@ -1,7 +1,9 @@
 """What every source adapter shares: reading native records (local file, directory or hub) and typed field access.
 
 An adapter is a `NativeSource` subclass that names its default hub dataset and turns one native record (a `Row`)
-into an Alpaca record, or `None` when the record cannot be used (say, a question without an answer).
+into an Alpaca record, or `None` when the record cannot be used (say, a question without an answer). Adapters of
+conversation datasets can also keep the turns (`format: messages`, `convert_messages`); the report flattened them
+into Alpaca records, which stays the default.
 """
 
 import hashlib
@@ -12,10 +14,11 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 from urllib.parse import quote
 
-from nextai.data.records import AlpacaRecord, RecordSource, data_files, hash_files, looks_local, read_json_objects
+from nextai.data.readers import local_fingerprint, local_rows, looks_local
+from nextai.data.records import AlpacaRecord, ChatRecord, Message, Record, RecordSource, read_json_objects
 from nextai.data.samples import BUNDLED_PREFIX, bundled_path
 from nextai.errors import NextaiError, first_line
 
@@ -117,7 +120,7 @@ def lettered(options: Sequence[str]) -> str:
 class SourceRead:
     """What reading one source gave: its records and how many native rows each step let through."""
 
-    records: list[AlpacaRecord]
+    records: list[Record]
     rows: int  # native records read
     filtered: int = 0  # removed by the source's own filter (Open-Platypus: LLM-generated parts)
     unusable: int = 0  # could not become an Alpaca record (no answer, unsolved, empty text)
@@ -132,6 +135,8 @@ class NativeSource(RecordSource):
             `bundled:NAME` for a sample shipped with nextai, or another hub dataset id; default: the source's
             own hub dataset (`hub_id`).
         split: the split to read (default: the source's `hub_split`).
+        format: `alpaca` (the report's flattening: one Alpaca record per conversation) or, for conversation
+            sources, `messages` (every turn kept, rendered through the chat template, every reply trained).
     """
 
     name: ClassVar[str]  # registry key and the `source` tag of every record
@@ -144,16 +149,30 @@ class NativeSource(RecordSource):
     # ship a loading script (which `datasets` no longer runs).
     hub_files: ClassVar[dict[str, tuple[str, ...]]] = {}
     hub_revision: ClassVar[str | None] = None  # the branch `hub_files` are read from (default: main)
+    conversational: ClassVar[bool] = False  # the source holds turns, and `convert_messages` keeps them
 
-    def __init__(self, location: str | None = None, split: str | None = None) -> None:
+    def __init__(self, location: str | None = None, split: str | None = None,
+                 format: Literal["alpaca", "messages"] = "alpaca") -> None:
         if location is not None and location.startswith(BUNDLED_PREFIX):
             location = str(bundled_path(location))
+        if format not in ("alpaca", "messages"):
+            raise NextaiError(f"{self.name}: format must be alpaca or messages, got '{format}'")
+        if format == "messages" and not self.conversational:
+            from nextai.data.sources import conversational_sources
+
+            raise NextaiError(f"{self.name}: format messages keeps a conversation's turns; {self.name} has none "
+                              f"(conversation sources: {', '.join(conversational_sources())})")
         self.location = os.path.expanduser(location) if location is not None else None
         self.split = split or self.hub_split
+        self.format = format
 
     # ------------------------------------------------------------------------------------ the adapter's part
     def convert(self, row: Row) -> AlpacaRecord | None:
         """One native record as an Alpaca record, or None when it cannot be used."""
+        raise NotImplementedError
+
+    def convert_messages(self, row: Row) -> ChatRecord | None:
+        """One native conversation with its turns kept (conversation sources only), or None when unusable."""
         raise NotImplementedError
 
     def include(self, row: Row) -> bool:
@@ -171,6 +190,13 @@ class NativeSource(RecordSource):
         return AlpacaRecord(instruction=instruction.strip(), input=input.strip(), output=output.strip(),
                             source=self.name)
 
+    def conversation(self, turns: Sequence[tuple[str, str]]) -> ChatRecord | None:
+        """A chat record of (role, text) turns tagged with this source; None without a non-blank assistant reply."""
+        messages = [Message(role=role, content=text.strip()) for role, text in turns if text.strip()]
+        if not any(m["role"] == "assistant" for m in messages):
+            return None
+        return ChatRecord(messages=messages, source=self.name)
+
     # ------------------------------------------------------------------------------------ reading
     def _is_local(self) -> bool:
         return self.location is not None and looks_local(self.location)
@@ -181,19 +207,21 @@ class NativeSource(RecordSource):
     def fingerprint(self) -> str:
         adapter = Path(inspect.getfile(type(self))).read_bytes()  # the mapping code itself: edit it, re-read
         digest = hashlib.sha256(adapter)
-        digest.update(json.dumps({"name": self.name, "split": self.split, "options": self.options()},
+        digest.update(json.dumps({"name": self.name, "split": self.split, "options": self.options(),
+                                  **({"format": self.format} if self.format != "alpaca" else {})},
                                  sort_keys=True, default=list).encode())
         if self._is_local():
-            digest.update(hash_files(data_files(Path(self.location))).encode())
+            digest.update(local_fingerprint(Path(self.location)).encode())
         else:
             digest.update(f"hub:{self.location or self.hub_id}:{self.hub_config}".encode())
         return digest.hexdigest()[:16]
 
     def native_rows(self) -> Iterator[Row]:
         if self._is_local():
-            for path in data_files(Path(self.location)):
-                for where, raw in read_json_objects(path):
-                    yield Row(raw, where, self.name)
+            if not Path(self.location).exists():
+                raise NextaiError(f"data file not found: {self.location}")
+            for where, raw in local_rows(Path(self.location), self.split):
+                yield Row(raw, where, self.name)
         else:
             yield from self._hub_rows()
 
@@ -239,7 +267,7 @@ class NativeSource(RecordSource):
             if not self.include(row):
                 result.filtered += 1
                 continue
-            record = self.convert(row)
+            record = self.convert_messages(row) if self.format == "messages" else self.convert(row)
             if record is None:
                 result.unusable += 1
             else:
@@ -250,5 +278,5 @@ class NativeSource(RecordSource):
                  result.filtered, result.unusable)
         return result
 
-    def load(self) -> list[AlpacaRecord]:
+    def load(self) -> list[Record]:
         return self.read().records

@@ -1,6 +1,6 @@
 """FaithDial (Dziri et al. 2022): information-seeking dialogue whose replies stay faithful to a given passage."""
 
-from nextai.data.records import AlpacaRecord
+from nextai.data.records import AlpacaRecord, ChatRecord
 from nextai.data.sources.base import NativeSource, Row
 from nextai.data.sources.conversation import transcript
 
@@ -18,6 +18,7 @@ class FaithDial(NativeSource):
     # The main branch only has a loading script and nested JSON; the hub's Parquet export holds the flat records.
     hub_revision = "refs/convert/parquet"
     hub_files = {split: (f"plain_text/{split}/*.parquet",) for split in ("train", "validation", "test")}
+    conversational = True
 
     def convert(self, row: Row) -> AlpacaRecord | None:
         history = row.texts("history")
@@ -27,3 +28,15 @@ class FaithDial(NativeSource):
         if len(history) > 1:
             context += "\n\nConversation so far:\n" + transcript(history[:-1], last_speaker="Assistant")
         return self.example(history[-1], row.text("response"), context)
+
+    def convert_messages(self, row: Row) -> ChatRecord | None:
+        """The knowledge (and the conversation so far) as the system turn, the seeker's last turn, then the faithful
+        reply. Each FaithDial row is one reply and the earlier replies are rows of their own, so they stay context
+        here rather than being trained a second time."""
+        history = row.texts("history")
+        if not history:
+            return None
+        system = f"Knowledge: {row.text('knowledge').strip()}"
+        if len(history) > 1:
+            system += "\n\nConversation so far:\n" + transcript(history[:-1], last_speaker="Assistant")
+        return self.conversation([("system", system), ("user", history[-1]), ("assistant", row.text("response"))])

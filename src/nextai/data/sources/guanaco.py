@@ -2,7 +2,7 @@
 
 import re
 
-from nextai.data.records import AlpacaRecord
+from nextai.data.records import AlpacaRecord, ChatRecord
 from nextai.data.sources.base import NativeSource, Row
 from nextai.data.sources.conversation import last_exchange
 
@@ -26,6 +26,7 @@ class Guanaco(NativeSource):
     name = "guanaco"
     title = "OpenAssistant-Guanaco"
     hub_id = "timdettmers/openassistant-guanaco"
+    conversational = True
 
     def convert(self, row: Row) -> AlpacaRecord | None:
         turns = split_turns(row.text("text"))
@@ -34,3 +35,9 @@ class Guanaco(NativeSource):
             return None
         instruction, history, output = exchange
         return self.example(instruction, output, history)
+
+    def convert_messages(self, row: Row) -> ChatRecord | None:
+        turns = split_turns(row.text("text"))
+        if not turns:
+            return None
+        return self.conversation([(("user", "assistant")[i % 2], turn) for i, turn in enumerate(turns)])
