@@ -12,23 +12,41 @@ forward and a resumed run draw the same masks.
 `make_lean` swaps the class of peft's 4-bit LoRA layers (and, with the Triton kernel, of the plain 4-bit layers)
 for subclasses whose `forward` uses these functions; weights, state dicts and adapters are untouched. Anything
 peft does beyond one plain LoRA adapter (merged or disabled adapters, DoRA, mixed batches) goes to peft's own
-forward.
+forward. With `base_matmul="fp8"` (Hopper) the frozen base's GEMMs run in FP8 (`nextai.modules.fp8`): the
+layers' dequantizer then brings its own GEMMs (`frozen_matmul`, `frozen_input_grad`).
 """
 
 import math
+from typing import Literal
 
 import bitsandbytes as bnb
 import torch
 from bitsandbytes.nn.modules import fix_4bit_weight_quant_state_from_module
 from peft.tuners.lora.bnb import Linear4bit as PeftLinear4bit
 
+from nextai.errors import NextaiError
 from nextai.modules.lora_dropout import TorchDropout, TritonDropout
 from nextai.modules.nf4_dequant import DequantKernel, DequantWorkspace, dequantizer
+
+BaseMatmul = Literal["bf16", "fp8"]
 
 
 def draw_seed() -> int:
     """A mask seed from torch's CPU generator (restored by checkpoint recomputation and by resumes)."""
     return int(torch.randint(0, 2**62, (1,)).item())
+
+
+def frozen_matmul(x: torch.Tensor, packed: torch.Tensor, quant_state, dequantize) -> torch.Tensor:
+    """x W^T for the frozen weight: the dequantizer's own GEMM when it brings one (`fp8.Fp8Matmul.matmul`), else x
+    times W dequantized in x's dtype."""
+    own = getattr(dequantize, "matmul", None)
+    return own(x, packed, quant_state) if own is not None else x @ dequantize(packed, quant_state, x.dtype).t()
+
+
+def frozen_input_grad(grad: torch.Tensor, packed: torch.Tensor, quant_state, dequantize) -> torch.Tensor:
+    """grad W, likewise (`fp8.Fp8Matmul.input_grad`)."""
+    own = getattr(dequantize, "input_grad", None)
+    return own(grad, packed, quant_state) if own is not None else grad @ dequantize(packed, quant_state, grad.dtype)
 
 
 class FrozenNF4Function(torch.autograd.Function):
@@ -37,12 +55,12 @@ class FrozenNF4Function(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, packed, quant_state, dequantize):
         ctx.weight = (packed, quant_state, dequantize)
-        return x @ dequantize(packed, quant_state, x.dtype).t()
+        return frozen_matmul(x, packed, quant_state, dequantize)
 
     @staticmethod
     def backward(ctx, grad):
         packed, quant_state, dequantize = ctx.weight
-        return grad @ dequantize(packed, quant_state, grad.dtype), None, None, None
+        return frozen_input_grad(grad, packed, quant_state, dequantize), None, None, None
 
 
 class LoRANF4Function(torch.autograd.Function):
@@ -52,7 +70,7 @@ class LoRANF4Function(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, lora_A, lora_B, packed, quant_state, dequantize, scaling, p, seed, dropout=TorchDropout):
-        out = x @ dequantize(packed, quant_state, x.dtype).t()
+        out = frozen_matmul(x, packed, quant_state, dequantize)
         xa = dropout.project(x, lora_A.to(x.dtype), p, seed)
         scale = scaling / (1.0 - p)
         out.addmm_(xa, lora_B.to(x.dtype).t(), alpha=scale)
@@ -68,7 +86,7 @@ class LoRANF4Function(torch.autograd.Function):
         scale, p, seed, dropout = ctx.dropout
         grad_x = None
         if ctx.needs_input_grad[0]:  # the base GEMM first: its dequantized weight is freed before the LoRA part
-            grad_x = grad @ dequantize(packed, quant_state, grad.dtype)
+            grad_x = frozen_input_grad(grad, packed, quant_state, dequantize)
         grad_B = (grad.t() @ xa).mul_(scale).to(lora_B.dtype)
         grad_xa = (grad @ lora_B.to(grad.dtype)).mul_(scale)
         del grad
@@ -130,11 +148,19 @@ class DequantLinear4bit(bnb.nn.Linear4bit):
         return _apply_flat(FrozenNF4Function, self, x, packed, quant_state, self.nextai_dequantize)
 
 
-def make_lean(model, lean_lora: bool = True, kernel: DequantKernel = "bitsandbytes") -> str:
+def make_lean(model, lean_lora: bool = True, kernel: DequantKernel = "bitsandbytes",
+              base_matmul: BaseMatmul = "bf16") -> str:
     """Give peft's 4-bit LoRA layers the lean forward (`lean_lora`) and, with `kernel="triton"`, every other
     frozen 4-bit linear the Triton dequantization (the lean layers use `kernel` too, and compute LoRA's input side
-    with its dropout mask in fused Triton kernels: `lora_dropout.TritonDropout`); returns what changed."""
-    workspace = DequantWorkspace() if kernel == "triton" else None
+    with its dropout mask in fused Triton kernels: `lora_dropout.TritonDropout`); returns what changed.
+    `base_matmul="fp8"` (Hopper; needs `lean_lora` and the Triton kernel) then runs the frozen base's GEMMs in FP8
+    (`fp8.enable_fp8_base_matmuls`)."""
+    if base_matmul not in ("bf16", "fp8"):
+        raise NextaiError(f"model.base_matmul must be bf16 or fp8, got '{base_matmul}'")
+    if base_matmul == "fp8":
+        _check_fp8(model, lean_lora, kernel)
+    # fp8 brings its own (half-size) buffer: a bf16 one would only hold memory
+    workspace = DequantWorkspace() if kernel == "triton" and base_matmul == "bf16" else None
     dequantize = dequantizer(kernel, workspace)
     lean_bases: set[int] = set()
     if lean_lora:
@@ -155,11 +181,27 @@ def make_lean(model, lean_lora: bool = True, kernel: DequantKernel = "bitsandbyt
         _reserve_largest(model, workspace)
     lora = (f"lean LoRA in {len(lean_bases)} layers (inputs and mask seeds kept, not dropout outputs and masks)"
             if lean_lora else "peft's LoRA layers")
+    masks = ", LoRA A and dropout in fused Triton kernels" if lean_bases and kernel == "triton" else ""
+    if base_matmul == "fp8":
+        from nextai.modules.fp8 import enable_fp8_base_matmuls
+
+        return f"{lora}{masks}; {enable_fp8_base_matmuls(model, 'triton')}"
     if kernel == "bitsandbytes":
         return f"{lora}; bitsandbytes NF4 dequantization"
-    masks = ", LoRA A and dropout in fused Triton kernels" if lean_bases and kernel == "triton" else ""
     return (f"{lora}; {kernel} NF4 dequantization in {len(lean_bases) + plain} layers (bitsandbytes in the "
             f"rest) into one {workspace.nbytes() / 2**20:.0f} MiB buffer{masks}")
+
+
+def _check_fp8(model, lean_lora: bool, kernel: str) -> None:
+    """fp8 needs the lean layers, the Triton kernels and a Hopper GPU under the 4-bit weights (one line if not)."""
+    from nextai.modules.fp8 import check_fp8_supported
+
+    if not lean_lora or kernel != "triton":
+        raise NextaiError(f"model.base_matmul fp8 needs model.lean_lora true and model.dequant_kernel triton (or auto "
+                          f"on CUDA); got lean_lora {str(lean_lora).lower()}, dequant_kernel {kernel}")
+    devices = {m.weight.device for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)}
+    for device in sorted(devices, key=str) or [torch.device("cpu")]:
+        check_fp8_supported(device)
 
 
 def _reserve_largest(model, workspace: DequantWorkspace) -> None:
