@@ -2,7 +2,7 @@
 
 The model is wrapped as nextai's FSDP strategy wraps it (decoder layers and LoRA leaves as units, use_orig_params,
 bf16 4-bit storage, decoder layers recomputed) and trained with torch's AdamW; checkpoints are written and read
-with nextai.fsdp_checkpoint, as nextai's FSDP strategy writes and reads them. Lightning itself refuses
+with nextai.fsdp.checkpoint, as nextai's FSDP strategy writes and reads them. Lightning itself refuses
 FSDP on a CPU, so the loop here is plain. Every optimizer step sees the same 4 sequences whatever the number of
 processes (each process takes every other one), all of equal length and fully labelled, so the averaged gradient
 is the same mean as in one process.
@@ -23,11 +23,11 @@ from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 from torch.distributed.fsdp import ShardingStrategy
 from torch.distributed.fsdp.wrap import CustomPolicy
 
-from nextai.fsdp_checkpoint import (full_optimizer_state, gather_trainable_state, load_full_optimizer_states,
+from nextai.fsdp.checkpoint import (full_optimizer_state, gather_trainable_state, load_full_optimizer_states,
                                     load_trainable_state)
 from nextai.modules.qlora import QLoRAModule
 from nextai.modules.quantization import Quantization
-from nextai.strategies import is_decoder_layer, wraps_as_unit
+from nextai.fsdp.strategy import is_decoder_layer, wraps_as_unit
 
 SEQUENCES, LENGTH = 4, 24
 
@@ -51,7 +51,7 @@ def main() -> None:
     module = QLoRAModule(base_model="tiny", quantization=Quantization(bnb_4bit_quant_storage="bfloat16"),
                          attn_implementation="sdpa", lora_r=8, lora_dropout=0.0, lora_targets="all",
                          optimizer="adamw")
-    module.build_model("cpu", sharded=True)
+    module.build_model("cpu", "fsdp")
     layers = frozenset({"LlamaDecoderLayer"})
     model = FSDP(module, auto_wrap_policy=CustomPolicy(partial(wraps_as_unit, layer_names=layers)),
                  use_orig_params=True, sharding_strategy=ShardingStrategy.FULL_SHARD, device_id=torch.device("cpu"))

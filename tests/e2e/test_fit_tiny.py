@@ -44,6 +44,16 @@ def test_fit_leaves_checkpoint_metrics_memory_and_adapter(tiny_run):
     assert (tiny_run / "adapter" / "adapter_model.safetensors").is_file()
 
 
+# The README run's validation loss after each of its 5 epochs (fp32 on the CPU), pinned so that a change in
+# behaviour (data order, masking, LoRA, dropout draws, the optimizer) fails loudly; a refactor leaves it alone.
+# bf16 compute moves the second value by 0.007, so the tolerance tells such changes apart from CPU kernels' rounding.
+TINY_VAL_LOSS = [6.2128, 5.8614, 5.5301, 5.4362, 5.4172]
+
+
+def test_the_tiny_validation_loss_curve_is_pinned(tiny_run):
+    assert column(metrics(tiny_run), "val_loss") == pytest.approx(TINY_VAL_LOSS, abs=2e-3)
+
+
 def test_checkpoint_holds_only_the_lora_weights(tiny_run):
     checkpoint = torch.load(tiny_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     names = list(checkpoint["state_dict"])

@@ -1,5 +1,5 @@
 """FSDP checkpoints of the tiny 4-bit model on the CPU (gloo, torchrun), saved on one number of processes and
-resumed on another, through nextai.fsdp_checkpoint (what nextai's FSDP strategy saves and loads with).
+resumed on another, through nextai.fsdp.checkpoint (what nextai's FSDP strategy saves and loads with).
 
 Lightning refuses FSDP on a CPU, so fsdp_worker.py runs the same wrapping with a plain loop. On one process FSDP
 runs NO_SHARD, the case in which Lightning's stock full state dict fails (it did on the H200); on two it shards

@@ -7,7 +7,7 @@ import pytest
 from nextai.data.packing import PackedBatchSampler
 from nextai.data.sampler import MicroBatchSampler, epoch_order
 from nextai.errors import NextaiError
-from nextai.progress import position_for_processes
+from nextai.data.sampler import position_for_processes
 
 
 def lengths(n=400, seed=0):

@@ -11,11 +11,12 @@ from torch.distributed.fsdp.wrap import CustomPolicy
 import nextai.cli
 from nextai.cli import NextaiCLI
 from nextai.errors import NextaiError
-from nextai.fsdp_checkpoint import QLoRAFSDPStrategy
+from nextai.fsdp.checkpoint import QLoRAFSDPStrategy
 from nextai.modules.qlora import QLoRAModule
 from nextai.modules.quantization import Quantization
-from nextai.data.datamodule import accumulation_steps
-from nextai.strategies import decoder_layer_names, fsdp_quant_storage, is_fsdp, qlora_fsdp_strategy, wraps_as_unit
+from nextai.data.batching import accumulation_steps
+from nextai.fsdp.strategy import decoder_layer_names, fsdp_quant_storage, qlora_fsdp_strategy, wraps_as_unit
+from nextai.modules.compatibility import strategy_kind
 
 TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
 
@@ -75,7 +76,7 @@ def test_fsdp_config_builds_nextai_strategy_and_bf16_storage(monkeypatch):
     monkeypatch.setattr(nextai.cli, "fsdp_quant_storage", spy_storage)
     with pytest.raises(NextaiError, match="trainer.strategy fsdp needs CUDA GPUs .* on the cpu"):
         cli("--trainer.accelerator", "cpu", "--trainer.strategy", "fsdp", "--trainer.devices", "2",
-            "--model.optimizer", "adamw")
+            "--trainer.precision", "bf16-mixed", "--model.optimizer", "adamw")
     assert built["quantization"].bnb_4bit_quant_storage == "bfloat16"
     assert built["layers"] == {"LlamaDecoderLayer"} and built["checkpointing"] is True
     assert isinstance(built["strategy"], QLoRAFSDPStrategy)
@@ -100,10 +101,12 @@ def test_fsdp_strategy_settings():
 
 
 def test_strategy_names():
-    assert is_fsdp("fsdp") and is_fsdp(qlora_fsdp_strategy({"X"}, False))
-    assert not is_fsdp("ddp") and not is_fsdp("auto") and not is_fsdp(DDPStrategy())
-    assert nextai.cli.strategy_name(type("N", (), {"class_path": "lightning.pytorch.strategies.FSDPStrategy"})()) \
-        == "fsdp"
+    fsdp = lambda strategy: strategy_kind(strategy) == "fsdp"  # noqa: E731
+    assert fsdp("fsdp") and fsdp(qlora_fsdp_strategy({"X"}, False))
+    assert not fsdp("ddp") and not fsdp("auto") and not fsdp(DDPStrategy())
+    assert fsdp(type("N", (), {"class_path": "lightning.pytorch.strategies.FSDPStrategy"})())
+    assert fsdp("fsdp_cpu_offload")  # one predicate: every hook gives it nextai's FSDP handling
+    assert strategy_kind("ddp_spawn") == strategy_kind(DDPStrategy()) == "ddp" and strategy_kind("auto") == "single"
 
 
 def test_quant_storage_follows_the_fsdp_dtype():
@@ -137,7 +140,7 @@ def units(model, layers: set[str]) -> dict[str, set[torch.dtype]]:
 def build(sharded: bool, base_model: str = "tiny") -> QLoRAModule:
     module = QLoRAModule(base_model=base_model, quantization=Quantization(bnb_4bit_quant_storage="bfloat16"),
                          attn_implementation="sdpa", lora_r=8, lora_targets="all", optimizer="adamw")
-    module.build_model("cpu", sharded=sharded)
+    module.build_model("cpu", "fsdp" if sharded else "single")
     return module
 
 
@@ -167,4 +170,4 @@ def test_fsdp_units_flatten_one_dtype_each(tiny_model_dir, prequantized_tiny_dir
 def test_fsdp_refuses_single_gpu_memory_levers(tiny_model_dir):
     module = QLoRAModule(base_model="tiny", offload_activations=True)
     with pytest.raises(NextaiError, match="model.offload_activations is a single-GPU lever"):
-        module.build_model("cpu", sharded=True)
+        module.build_model("cpu", "fsdp")

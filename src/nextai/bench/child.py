@@ -24,6 +24,7 @@ from nextai.bench.lengths import lengths_from_spec
 from nextai.bench.recipes import Recipe
 from nextai.bench.shapes import parameter_count, SHAPES, VOCAB
 from nextai.data.collate import PadCollator
+from nextai.data.batching import accumulation_steps, micro_batch_tokens
 from nextai.data.packing import PackCollator, PackedBatchSampler
 from nextai.data.sampler import MicroBatchSampler
 from nextai.errors import first_line
@@ -106,11 +107,11 @@ def run_recipe(recipe: Recipe, job: dict, base, device: torch.device, rate: floa
     packed = data["packing"]
     lengths = [min(n, data["cutoff_len"]) for n in lengths_from_spec(lengths_spec)]
     plan = epoch_plan(recipe, lengths)
-    tokens_per_micro = data["pack_length"] if packed else data["micro_batch_size"] * data["cutoff_len"]
+    tokens_per_micro = micro_batch_tokens(packed, data["pack_length"], data["micro_batch_size"], data["cutoff_len"])
     module = QLoRAModule(base_model=job["model_dir"], cutoff_len=data["cutoff_len"], packing=packed,
                          micro_batch_tokens=tokens_per_micro, **recipe.model_kwargs())
     try:
-        module.build_model(device, base=base)
+        module.build_on(base, device)
         return measure(recipe, {**job, "lengths_spec": lengths_spec}, module, plan, lengths, device, rate)
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0, torch.cuda.current_device())  # a recipe's cap ends with it
@@ -162,7 +163,7 @@ def measure(recipe: Recipe, job: dict, module: QLoRAModule, plan: list[list[int]
 
     slope, intercept = time_model(samples)
     per_micro = [intercept + slope * compute_tokens(b, lengths, packed) for b in plan]
-    accumulation = data["batch_size"] // data["micro_batch_size"]
+    accumulation = accumulation_steps(data["batch_size"], data["micro_batch_size"])  # one process, as measured
     steps = math.ceil(len(plan) / accumulation)
     epoch_s = sum(per_micro) + steps * optimizer_s
     real_tokens = sum(lengths[i] for b in plan for i in b)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from nextai.bench.child import compute_tokens
 from nextai.bench.recipes import parse_recipe
+from nextai.data.batching import accumulation_steps
 from nextai.data.packing import PackedBatchSampler
 from nextai.data.sampler import MicroBatchSampler
 from nextai.errors import NextaiError
@@ -52,7 +53,7 @@ def project_bench_row(row: dict, lengths: list[int], epochs: int) -> Projection:
     plan = micro_batches(clipped, data["packing"], data["pack_length"], data["micro_batch_size"], data["batch_size"])
     seconds = sum(row["fit_intercept_s"] + row["fit_s_per_token"] * compute_tokens(b, clipped, data["packing"])
                   for b in plan)
-    steps = math.ceil(len(plan) / (data["batch_size"] // data["micro_batch_size"]))
+    steps = math.ceil(len(plan) / accumulation_steps(data["batch_size"], data["micro_batch_size"]))
     seconds = epochs * (seconds + steps * row["optimizer_s"])
     batching = (f"packs of {data['pack_length']}" if data["packing"]
                 else f"{data['micro_batch_size']} x <= {data['cutoff_len']}, padded")

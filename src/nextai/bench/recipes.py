@@ -9,11 +9,10 @@ from dataclasses import dataclass, field, replace
 import yaml
 
 from nextai.errors import NextaiError
+from nextai.modules.settings import FLAT, ModelSettings
 
 DATA_KEYS = ("packing", "pack_length", "micro_batch_size", "batch_size", "cutoff_len")
-MODEL_KEYS = ("attn_implementation", "gradient_checkpointing", "lora_r", "lora_alpha", "lora_dropout", "lora_targets",
-              "optimizer", "kbit_preparation", "fused_cross_entropy", "liger_kernels", "compile_layers",
-              "offload_activations", "memory_budget", "lora_dtype", "lean_lora", "dequant_kernel")
+MODEL_KEYS = tuple(FLAT)  # every model setting, by its flat name
 # Settings that need the base model loaded again (the rest can change on a loaded base).
 LOAD_KEYS = ("attn_implementation", "kbit_preparation", "liger_kernels", "compile_layers", "lora_dtype", "packing")
 
@@ -39,11 +38,9 @@ class Recipe:
 
 
 DEFAULT_DATA = dict(packing=False, pack_length=4096, micro_batch_size=1, batch_size=4, cutoff_len=1024)
-DEFAULT_MODEL = dict(attn_implementation="auto", gradient_checkpointing=True, lora_r=4, lora_alpha=16,
-                     lora_dropout=0.05, lora_targets="attention_ffn_output", optimizer="paged_adamw_8bit",
-                     kbit_preparation=True, fused_cross_entropy=False, liger_kernels=False, compile_layers=False,
-                     offload_activations=False, memory_budget=None, lora_dtype="float32", lean_lora=False,
-                     dequant_kernel="bitsandbytes")
+# The report's model settings: nextai's defaults without its own speed-ups (lean LoRA layers, the Triton kernel).
+DEFAULT_MODEL = {**{key: value for key, value in ModelSettings().flat().items() if key in MODEL_KEYS},
+                 "lean_lora": False, "dequant_kernel": "bitsandbytes"}
 PACKED = dict(packing=True, micro_batch_size=1, batch_size=1)
 LEAN = dict(kbit_preparation=False, fused_cross_entropy=True)
 # Liger's fused norms/SwiGLU/RoPE, LoRA layers that keep no dropout copies, NF4 dequantized by nextai's Triton kernel.

@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from nextai.callbacks.boundary import StepBoundary
 from nextai.callbacks.stop import agreed, stop_run
 from nextai.clock import job_started_at
 from nextai.rundir import CHECKPOINT_DIR, run_dir
@@ -73,7 +74,7 @@ class WallClockBudget(Callback):
         self.validation_s: float | None = None
         self.stop_reason: str | None = None
         self._boundary_at: float | None = None
-        self._last_step = -1
+        self._boundary = StepBoundary()
         self._estimated = False
         self._validation_started: float | None = None
 
@@ -95,13 +96,11 @@ class WallClockBudget(Callback):
                                 f"({format_duration(self.elapsed_s())} elapsed)", save=False)
         self._sync(trainer)
         self._boundary_at = time.monotonic()
-        # The step counter moves when an optimizer step completes: the next boundary is when it passes this value.
-        self._last_step = trainer.global_step
+        self._boundary.start(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self._last_step:
+        if not self._boundary.passed(trainer):
             return  # inside an accumulation window: never stop here
-        self._last_step = trainer.global_step
         self._sync(trainer)
         now = time.monotonic()
         self.step_times.append(now - self._boundary_at)

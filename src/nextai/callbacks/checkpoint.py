@@ -7,6 +7,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from nextai.errors import NextaiError
+from nextai.internals import defer_save_until_validation, save_due, save_last, saved_at_step, validation_follows
 from nextai.rundir import CHECKPOINT_DIR, run_dir
 
 
@@ -43,27 +44,15 @@ class RunCheckpoint(ModelCheckpoint):
 
     def save_last_now(self, trainer: L.Trainer) -> None:
         """Write `last.ckpt` for the current step unless this step is already saved."""
-        if trainer.global_step == self._last_global_step_saved:
-            return
-        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if trainer.global_step != saved_at_step(self):
+            save_last(self, trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        due = trainer.global_step % self._every_n_train_steps == 0 and not self._should_skip_saving_checkpoint(trainer)
-        if due and validation_follows(trainer):
-            self._defer_save_until_validation = True
+        if save_due(self, trainer) and validation_follows(trainer):
+            defer_save_until_validation(self)
             return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save_last_now(trainer)
-
-
-def validation_follows(trainer: L.Trainer) -> bool:
-    """Validation runs right after the current training batch: Lightning's own decision, taken again (it is taken
-    after `on_train_batch_end`), and at least one validation batch to run."""
-    batches = trainer.num_val_batches
-    if not (sum(batches) if isinstance(batches, list) else batches) or trainer._val_check_time_interval is not None:
-        return False  # nothing to validate, or a decision by the clock that could differ a moment later
-    fit_loop = trainer.fit_loop
-    return fit_loop.epoch_loop._should_check_val_fx(fit_loop._data_fetcher)

@@ -21,21 +21,23 @@ run that resumes from it.
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from nextai.progress import between_epochs, move_saved_epoch_position, position_for_processes, saved_batch_progress
+from nextai.data.sampler import position_for_processes
+from nextai.internals import (between_epochs, mark_saved_between_epochs, move_saved_epoch_position,
+                              saved_batch_progress, set_logging_step)
 
 PROCESSES_KEY = "nextai_processes"
 
 
 class EpochPosition(Callback):
+    moves_epoch_position = True  # what the data module looks for before resuming on another process count
+
     def __init__(self) -> None:
         self._resumed = False
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint[PROCESSES_KEY] = trainer.world_size
-        progress = saved_batch_progress(checkpoint)
-        if progress is not None and between_epochs(trainer):
-            progress["current"] = {key: 0 for key in progress["current"]}
-            progress["is_last_batch"] = False
+        if between_epochs(trainer):
+            mark_saved_between_epochs(checkpoint)
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         saved, progress = checkpoint.get(PROCESSES_KEY), saved_batch_progress(checkpoint)
@@ -51,4 +53,4 @@ class EpochPosition(Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         if self._resumed:
             self._resumed = False
-            trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
+            set_logging_step(trainer, trainer.global_step)

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from nextai.callbacks.boundary import StepBoundary
 from nextai.atomic import write_json
 from nextai.callbacks.metrics import log_metrics
 from nextai.rundir import PEAK_MEMORY_FILE, run_dir
@@ -40,7 +41,7 @@ class PeakMemoryMonitor(Callback):
         self.windows: list[dict] = []
         self.run_peak: dict[str, float] = {}
         self._device: torch.device | None = None
-        self._last_step = -1
+        self._boundary = StepBoundary()
         self._measuring = False  # set once a loop runs: a run that failed before that leaves no file
 
     @property
@@ -71,9 +72,8 @@ class PeakMemoryMonitor(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if step == self._last_step or step % max(trainer.log_every_n_steps, 1):
+        if not self._boundary.passed(trainer) or step % max(trainer.log_every_n_steps, 1):
             return
-        self._last_step = step
         values = self._window()
         self.windows.append({"step": step, **{k: round(v, 4) for k, v in values.items()}})
         log_metrics(trainer, {f"memory/{k}": v for k, v in values.items()})

@@ -9,6 +9,7 @@ import threading
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from nextai.callbacks.boundary import StepBoundary
 from nextai.callbacks.stop import agreed, stop_run
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ class GracefulStop(Callback):
         self.requested: str | None = None
         self.stop_reason: str | None = None
         self._previous: dict[int, object] = {}
-        self._last_step = -1
+        self._boundary = StepBoundary()
 
     def _handle(self, signum: int, frame) -> None:
         name = signal.Signals(signum).name
@@ -37,7 +38,7 @@ class GracefulStop(Callback):
         os.kill(os.getpid(), signum)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last_step = trainer.global_step  # a boundary is where the step counter passes this value
+        self._boundary.start(trainer)
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
         for signum in SIGNALS:
@@ -45,9 +46,8 @@ class GracefulStop(Callback):
             signal.signal(signum, self._handle)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self._last_step:
+        if not self._boundary.passed(trainer):
             return  # inside an accumulation window
-        self._last_step = trainer.global_step
         if agreed(trainer, self.requested is not None) and not trainer.should_stop:
             self.stop_reason = f"{self.requested or 'a signal on another process'} received"
             stop_run(trainer, self.stop_reason, skip_validation=True)

@@ -7,33 +7,14 @@ import time
 from pathlib import Path
 
 import lightning as L
-from lightning.fabric.utilities.apply_func import convert_tensors_to_scalars
 from lightning.pytorch.callbacks import Callback
 
 from nextai.atomic import write_json
+from nextai.internals import pending_step_row
 from nextai.loggers import RunCSVLogger
 from nextai.rundir import ADAPTER_DIR, CHECKPOINT_DIR, RUN_FILE, run_dir
 
 CARRIED_ROW = "nextai_unlogged_metrics"
-
-
-def unlogged_step_row(trainer: L.Trainer) -> dict | None:
-    """The row Lightning will log for the current batch once `on_train_batch_end` returns, as `{"step", "metrics"}`
-    the way its logger connector builds them (`update_train_step_metrics`, `log_metrics`). None outside that window
-    (the batch's counters show it: processed, not yet completed) and on batches that log nothing."""
-    batches = trainer.fit_loop.epoch_loop.batch_progress.current
-    connector = trainer._logger_connector
-    if (not trainer.training or batches.processed <= batches.completed or trainer.fit_loop._should_accumulate()
-            or not connector.should_update_logs):
-        return None
-    metrics = convert_tensors_to_scalars(connector.metrics["log"])
-    if not metrics:
-        return None
-    step = metrics.pop("step", None)
-    if step is None:
-        metrics.setdefault("epoch", trainer.current_epoch)
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped
-    return {"step": int(step), "metrics": metrics}
 
 
 def resumes_its_own_run(trainer: L.Trainer) -> bool:
@@ -73,7 +54,7 @@ class RunStatus(Callback):
             prompt_format.save(run_dir(trainer))
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        if trainer.is_global_zero and (row := unlogged_step_row(trainer)):
+        if trainer.is_global_zero and (row := pending_step_row(trainer)):
             checkpoint[CARRIED_ROW] = row
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:

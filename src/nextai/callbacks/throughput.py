@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from nextai.callbacks.boundary import StepBoundary
 from nextai.callbacks.metrics import log_metrics
 
 
@@ -24,7 +25,7 @@ class TokenThroughput(Callback):
         self._slots = 0
         self._steps = 0
         self._t0: float | None = None
-        self._last_step = -1
+        self._boundary = StepBoundary()
         self._paused_at: float | None = None
         self.total_tokens = 0
 
@@ -39,9 +40,8 @@ class TokenThroughput(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         self._tokens += int(batch.get("num_tokens", 0))
         self._slots += int(batch.get("num_slots", 0))
-        if trainer.global_step == self._last_step:
+        if not self._boundary.passed(trainer):
             return  # inside an accumulation window
-        self._last_step = trainer.global_step
         self._steps += 1
         if trainer.global_step % max(trainer.log_every_n_steps, 1):
             return

@@ -10,7 +10,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from nextai.atomic import atomic_path
-from nextai.callbacks.epoch_position import EpochPosition
+from nextai.data.batching import accumulation_steps
 from nextai.data.collate import PadCollator
 from nextai.data.packing import PackCollator, PackedBatchSampler
 from nextai.data.chat import AUTO, resolve_chat_template
@@ -18,40 +18,17 @@ from nextai.data.dataset import as_record_source
 from nextai.data.formats import Format
 from nextai.data.prompt import PromptFormat
 from nextai.data.records import RecordSource, record_format
-from nextai.data.sampler import MicroBatchSampler
+from nextai.data.sampler import MicroBatchSampler, position_for_processes
 from nextai.data.tokenize import (has_labels, load_tokenizer, template_fingerprint, tokenize_records,
                                   tokenizer_fingerprint)
 from nextai.errors import NextaiError
 from nextai.paths import default_cache_dir
-from nextai.progress import between_epochs, position_for_processes
+from nextai.internals import batches_done_in_epoch, between_epochs
 
 log = logging.getLogger(__name__)
 # Lightning warns when a mid-epoch resume meets a DataLoader without state_dict; the position inside the epoch is
 # this datamodule's state instead (saved in every checkpoint, applied to the sampler in train_dataloader).
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
-
-
-def accumulation_steps(batch_size: int, micro_batch_size: int, processes: int = 1) -> int:
-    """Micro batches each process accumulates so that one optimizer step sees `batch_size` examples:
-    batch_size / (micro_batch_size x processes). The one place the effective batch is computed: linked into the
-    Trainer for one process, set again by the CLI once the number of processes is known."""
-    if micro_batch_size <= 0 or batch_size <= 0:
-        raise NextaiError(f"data.batch_size ({batch_size}) and data.micro_batch_size ({micro_batch_size}) "
-                          "must be positive")
-    per_step = micro_batch_size * processes
-    if batch_size % per_step:
-        if processes == 1:
-            raise NextaiError(f"data.batch_size {batch_size} is not a multiple of data.micro_batch_size "
-                              f"{micro_batch_size}")
-        raise NextaiError(f"data.batch_size {batch_size} is not a multiple of data.micro_batch_size "
-                          f"{micro_batch_size} x {processes} processes (trainer.devices x trainer.num_nodes) = "
-                          f"{per_step}: use a batch_size that is a multiple of {per_step}, or fewer processes")
-    return batch_size // per_step
-
-
-def micro_batch_tokens(packing: bool, pack_length: int, micro_batch_size: int, cutoff_len: int) -> int:
-    """The most tokens one micro batch can hold (linked into the model, which sizes its memory plan by it)."""
-    return pack_length if packing else micro_batch_size * cutoff_len
 
 
 class InstructionDataModule(L.LightningDataModule):
@@ -274,7 +251,7 @@ class InstructionDataModule(L.LightningDataModule):
         rank, processes = self._rank()
         if processes == saved_processes:
             return batches_done
-        if not any(isinstance(c, EpochPosition) for c in self.trainer.callbacks):
+        if not any(getattr(c, "moves_epoch_position", False) for c in self.trainer.callbacks):
             raise NextaiError(f"the checkpoint is inside an epoch on {saved_processes} process(es) and this run has "
                               f"{processes}: add the callback nextai.callbacks.EpochPosition (it moves "
                               f"Lightning's batch counters too), or resume on {saved_processes}")
@@ -318,8 +295,7 @@ class InstructionDataModule(L.LightningDataModule):
         if self.trainer is None:
             return {}
         # An epoch whose batches all ran resumes as the next epoch's start (see EpochPosition).
-        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
-        batches_done = 0 if between_epochs(self.trainer) else progress.processed
+        batches_done = 0 if between_epochs(self.trainer) else batches_done_in_epoch(self.trainer)
         return {"epoch": self.trainer.current_epoch, "batches_done": batches_done, "sampling": self._sampling()}
 
     def load_state_dict(self, state_dict: dict) -> None:

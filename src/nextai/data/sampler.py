@@ -10,6 +10,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data import Sampler
 
+from nextai.errors import NextaiError
+
 
 def epoch_order(lengths: Sequence[int], group_size: int, seed: int, epoch: int, group_by_length: bool) -> list[int]:
     """Example indices for one epoch.
@@ -104,3 +106,16 @@ class MicroBatchSampler(EpochBatchSampler):
             order = sorted(range(len(self.lengths)), key=lambda i: -self.lengths[i])
         size = self.micro_batch_size
         return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+def position_for_processes(batches_done: int, saved_processes: int, processes: int) -> int:
+    """Micro batches each of `processes` processes has done, given that each of `saved_processes` did
+    `batches_done`. Every process count cuts an epoch into the same plan and the processes take turns along it, so
+    what was trained is the plan's first `batches_done x saved_processes` micro batches, whoever trained them."""
+    trained = batches_done * saved_processes
+    if trained % processes:
+        raise NextaiError(f"the checkpoint is {batches_done} micro batches into its epoch on each of "
+                          f"{saved_processes} process(es), {trained} in all, which {processes} processes cannot "
+                          f"share evenly: resume with {saved_processes} process(es), or from a checkpoint at an "
+                          f"epoch boundary")
+    return trained // processes

@@ -4,7 +4,7 @@ Lightning's `FSDPStrategy` gathers a full state dict of the whole model for ever
 module drop what it does not keep: at 70B that is 35 GB of frozen 4-bit weights moved to the CPU per save. It also
 fails outright on one device: FSDP then runs `NO_SHARD`, leaves the root unit's frozen parameters (embeddings,
 final norm, head) unregistered after the backward pass, and its state-dict hook asserts that they are missing.
-Here each LoRA unit (a leaf whose weights all train: see `nextai.strategies.wraps_as_unit`) is gathered on its own
+Here each LoRA unit (a leaf whose weights all train: see `nextai.fsdp.strategy.wraps_as_unit`) is gathered on its own
 with `FSDP.summon_full_params`, which costs a few megabytes and works for any number of processes, so a checkpoint
 saved on N devices loads onto M.
 """
@@ -19,7 +19,17 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
 from nextai.errors import NextaiError
-from nextai.strategies import clean_name
+from nextai.internals import initialise_fsdp_root
+
+# What FSDP and activation checkpointing put in front of a parameter's name; state dicts are keyed without them.
+WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+
+
+def clean_name(name: str) -> str:
+    """A parameter or module name as the unwrapped model has it (torch's own state dicts strip the same)."""
+    for prefix in WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
 
 
 def trainable_units(root: FSDP) -> Iterator[tuple[str, FSDP]]:
@@ -27,9 +37,7 @@ def trainable_units(root: FSDP) -> Iterator[tuple[str, FSDP]]:
 
     The root is initialised first, as FSDP's own state-dict hooks do: a checkpoint can be read before the first
     forward pass, and a unit used on its own before that would take itself for the root."""
-    from torch.distributed.fsdp._runtime_utils import _lazy_init
-
-    _lazy_init(root, root)
+    initialise_fsdp_root(root)
     for name, module in root.named_modules():
         if not isinstance(module, FSDP):
             continue
@@ -104,7 +112,7 @@ class QLoRAFSDPStrategy(FSDPStrategy):
         outside = sorted(set(self.lightning_module.trainable_names()) - set(state))
         if outside:  # a trainable weight that is not a LoRA unit of its own would be left out of the checkpoint
             raise NextaiError(f"fsdp: trainable weight {outside[0]} is not in a unit of its own; the auto-wrap "
-                              "policy (nextai.strategies.wraps_as_unit) must give it one")
+                              "policy (nextai.fsdp.strategy.wraps_as_unit) must give it one")
         return state
 
     def optimizer_state(self, optimizer) -> dict:

@@ -1,7 +1,8 @@
-"""More than one GPU with Lightning's own strategies: the effective batch under data parallelism, and the FSDP
-settings a 4-bit QLoRA model needs (what is wrapped, what is recomputed, which dtype the 4-bit weights are stored in).
+"""The FSDP settings a 4-bit QLoRA model needs: what is wrapped, what is recomputed, which dtype the 4-bit weights
+are stored in, and Lightning's `FSDPStrategy` with adapter-sized checkpoints (`QLoRAFSDPStrategy`).
 
-Nothing here launches processes or moves tensors between them: Lightning's DDP/FSDP strategies and launchers do.
+Nothing here launches processes or moves tensors between them: Lightning's FSDP strategy and launchers do. Which
+model settings FSDP refuses or changes is the compatibility table (`nextai.modules.compatibility`).
 """
 
 import logging
@@ -17,34 +18,6 @@ log = logging.getLogger(__name__)
 FSDP_PARAM_DTYPE = {"bf16-mixed": "bfloat16", "bf16-true": "bfloat16", "bf16": "bfloat16",
                     "16-mixed": "float16", "16-true": "float16", "16": "float16",
                     "32-true": "float32", "32": "float32"}
-# Single-GPU levers that manage activations or wrap the decoder layers themselves; under FSDP the strategy
-# wraps and checkpoints the decoder layers.
-NOT_WITH_FSDP = ("offload_activations", "memory_budget", "compile_layers")
-# What FSDP and activation checkpointing put in front of a parameter's name; state dicts are keyed without them.
-WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
-
-
-def clean_name(name: str) -> str:
-    """A parameter or module name as the unwrapped model has it (torch's own state dicts strip the same)."""
-    for prefix in WRAPPER_PREFIXES:
-        name = name.replace(prefix, "")
-    return name
-
-
-def processes(trainer) -> int:
-    """Processes that train together (devices per node x nodes), known before Lightning launches them."""
-    return max(int(trainer.num_devices), 1) * max(int(trainer.num_nodes), 1)
-
-
-def is_fsdp(strategy) -> bool:
-    """The strategy (a name as given to the Trainer, or a strategy object) shards the model with FSDP."""
-    if isinstance(strategy, str):
-        return strategy.split("_")[0] == "fsdp"
-    from lightning.pytorch.strategies import FSDPStrategy
-
-    return isinstance(strategy, FSDPStrategy)
-
-
 def decoder_layer_names(base_model: str) -> set[str]:
     """Class names of the model's decoder layers (transformers' `_no_split_modules`: `LlamaDecoderLayer`), read from
     its config, so the strategy can be configured before the model is loaded."""
@@ -92,7 +65,7 @@ def qlora_fsdp_strategy(layer_names: set[str], activation_checkpointing: bool, *
 
     from torch.distributed.fsdp.wrap import CustomPolicy
 
-    from nextai.fsdp_checkpoint import QLoRAFSDPStrategy
+    from nextai.fsdp.checkpoint import QLoRAFSDPStrategy
 
     layers = frozenset(layer_names)
     settings = {
@@ -126,20 +99,3 @@ def fsdp_quant_storage(quantization, precision: str | None) -> str | None:
         raise NextaiError(f"model.quantization.bnb_4bit_quant_storage {storage} does not match the {wanted} FSDP "
                           f"shards in with trainer.precision {precision}: set it to {wanted}")
     return wanted
-
-
-def check_fsdp_model(hparams) -> None:
-    """Options that manage activations or wrap the decoder layers themselves cannot be combined with FSDP (which
-    wraps the layers: compiling them first is untested), nor can bitsandbytes' 8-bit optimizers: their quantized
-    states belong to each process's shard and FSDP cannot gather them into a checkpoint (bitsandbytes#89, #2080)."""
-    from nextai.modules.optim import STATE_BYTES_PER_PARAM
-
-    used = [name for name in NOT_WITH_FSDP if hparams.get(name)]
-    if used:
-        raise NextaiError(f"model.{used[0]} is a single-GPU lever; with trainer.strategy fsdp the strategy "
-                          "shards the weights and recomputes the decoder layers: leave it unset")
-    optimizer = hparams.get("optimizer")
-    if STATE_BYTES_PER_PARAM.get(optimizer, 8) < 8:
-        raise NextaiError(f"model.optimizer {optimizer} keeps 8-bit states per FSDP shard, which cannot be gathered "
-                          "into a checkpoint; with trainer.strategy fsdp use model.optimizer adamw (fp32 states of "
-                          "the LoRA weights only: megabytes)")
