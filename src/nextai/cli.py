@@ -19,21 +19,21 @@ import time
 from collections.abc import Sequence
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from nextai.base_model import resolve_base_model
-from nextai.callbacks import (EpochPosition, GracefulStop, PeakMemoryMonitor, RunStatus, TokenThroughput,
-                              WallClockBudget)
+from nextai.callbacks import PeakMemoryMonitor, WallClockBudget, always_on_callbacks
 from nextai.checkpoint_io import AtomicCheckpointIO
 from nextai.clock import clear_job_start, mark_job_start, process_started_at
-from nextai.data.datamodule import InstructionDataModule, accumulation_steps, micro_batch_tokens
+from nextai.config_files import expand_extends
+from nextai.data.batching import accumulation_steps, micro_batch_tokens
+from nextai.data.datamodule import InstructionDataModule
 from nextai.errors import NextaiError
-from nextai.loggers import RunCSVLogger
+from nextai.loggers import run_loggers
 from nextai.modules.qlora import QLoRAModule
 from nextai.rundir import CHECKPOINT_DIR, check_run_dir
-from nextai.strategies import (check_fsdp_model, decoder_layer_names, fsdp_quant_storage, is_fsdp,
-                               processes, qlora_fsdp_strategy)
+from nextai.fsdp.strategy import decoder_layer_names, fsdp_quant_storage, qlora_fsdp_strategy
+from nextai.modules.compatibility import FSDP_STRATEGIES, resolve, strategy_kind
 from nextai.trainer import NextaiTrainer
 
 log = logging.getLogger("nextai.cli")
@@ -43,7 +43,9 @@ CONFIG_COMMANDS: dict[str, set[str]] = {
     "prepare": {"model", "datamodule"},
     "evaluate": {"model", "datamodule"},
     "serve": {"model", "datamodule"},
+    "chat": {"model", "datamodule"},
     "export": {"model", "datamodule"},
+    "push": {"model", "datamodule"},
     "plan": {"model", "datamodule"},
 }
 # Commands with their own arguments, as "module:function" taking argv.
@@ -62,9 +64,7 @@ class NextaiCLI(LightningCLI):
             InstructionDataModule,
             trainer_class=NextaiTrainer,
             trainer_defaults={
-                # EpochPosition first: on a resumed run's first batch it sets the step the others log at.
-                "callbacks": [EpochPosition(), TokenThroughput(), LearningRateMonitor(logging_interval="step"),
-                              GracefulStop(), RunStatus()],
+                "callbacks": always_on_callbacks(),
                 # nextai's samplers give each process its own share of every epoch (resumable, packing-aware).
                 "use_distributed_sampler": False,
             },
@@ -73,7 +73,7 @@ class NextaiCLI(LightningCLI):
             # Parse errors raise instead of printing usage, so main() reports them in one line like any other.
             parser_kwargs={"exit_on_error": False, **{name: {"exit_on_error": False} for name in self.subcommands()}},
             auto_configure_optimizers=False,
-            args=args,
+            args=expand_extends(args) if args is not None else None,  # main() expands sys.argv itself
             run=run,
         )
 
@@ -104,7 +104,7 @@ class NextaiCLI(LightningCLI):
         """Under FSDP the 4-bit weights are stored in the dtype FSDP shards in (set here, so config.yaml and the
         checkpoint's hyperparameters show what ran)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
-        if not is_fsdp(strategy_name(config.trainer.get("strategy"))) or config.get("model") is None:
+        if strategy_kind(config.trainer.get("strategy")) != "fsdp" or config.get("model") is None:
             return
         quantization = config.model.get("quantization")
         if quantization is None:
@@ -117,23 +117,24 @@ class NextaiCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         trainer_config = self._get(self.config_init, "trainer", default={})
-        if trainer_config.get("strategy") == "fsdp" and self.model is not None:
-            # Lightning's FSDPStrategy, configured for a 4-bit base with LoRA (see nextai.strategies).
-            hp = self.model.hparams
-            check_fsdp_model(hp)  # before any process is launched
-            layers = decoder_layer_names(hp.base_model)
-            kwargs["strategy"] = qlora_fsdp_strategy(layers, activation_checkpointing=hp.gradient_checkpointing)
+        strategy = trainer_config.get("strategy")
+        if strategy in FSDP_STRATEGIES and self.model is not None:
+            # Lightning's FSDPStrategy, configured for a 4-bit base with LoRA (see nextai.fsdp).
+            settings = resolve(self.model.settings, "fsdp")  # the table's FSDP refusals, before any process starts
+            layers = decoder_layer_names(settings.base_model)
+            recompute = settings.memory.gradient_checkpointing
+            offload = {"cpu_offload": True} if strategy == "fsdp_cpu_offload" else {}
+            kwargs["strategy"] = qlora_fsdp_strategy(layers, activation_checkpointing=recompute, **offload)
             log.info("fsdp: %s wrapped and%s recomputed per layer, LoRA weights in units of their own, "
-                     "use_orig_params, full state dicts on rank 0", ", ".join(sorted(layers)),
-                     "" if hp.gradient_checkpointing else " not")
+                     "use_orig_params, full state dicts on rank 0%s", ", ".join(sorted(layers)),
+                     "" if recompute else " not", ", parameters offloaded to the CPU" if offload else "")
         root = trainer_config.get("default_root_dir") or os.getcwd()
         if self.subcommand not in (None, "fit"):
             # Other commands in a run directory leave the training run's config.yaml, hparams.yaml and metrics.csv
             # as they are: their own metrics go under a subdirectory named for the command.
             self.save_config_callback = None
             root = os.path.join(root, self.subcommand)
-        if trainer_config.get("logger") in (None, True):
-            kwargs["logger"] = RunCSVLogger(save_dir=root)
+        kwargs["logger"] = run_loggers(root, trainer_config.get("logger"))
         plugins = trainer_config.get("plugins") or []
         plugins = plugins if isinstance(plugins, list) else [plugins]
         if not any(hasattr(p, "save_checkpoint") for p in plugins):
@@ -141,10 +142,10 @@ class NextaiCLI(LightningCLI):
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except ValueError as err:
-            if not is_fsdp(kwargs.get("strategy", "")):
+            if strategy_kind(kwargs.get("strategy", strategy)) != "fsdp":
                 raise
             raise NextaiError(f"trainer.strategy fsdp: {err}") from None  # a bad FSDP setting: one line, not a trace
-        if is_fsdp(trainer.strategy) and trainer.strategy.root_device.type != "cuda":
+        if strategy_kind(trainer.strategy) == "fsdp" and trainer.strategy.root_device.type != "cuda":
             # Lightning checks this for its own FSDPStrategy only, not for nextai's subclass.
             raise NextaiError(f"trainer.strategy fsdp needs CUDA GPUs (torch's FSDP does not run on the "
                               f"{trainer.strategy.root_device.type}); set trainer.accelerator gpu")
@@ -156,7 +157,7 @@ class NextaiCLI(LightningCLI):
         config = self.config[self.subcommand]
         self._resolve_last_checkpoint()
         check_ckpt_path(config.get("ckpt_path"))
-        self.model.check_device(self.trainer.strategy.root_device)
+        self.model.check_device(self.trainer.strategy.root_device, strategy_kind(self.trainer.strategy))
         check_run_dir(self.trainer.default_root_dir, resuming=config.get("ckpt_path") is not None,
                       overwrite=config.get("overwrite", False))
 
@@ -171,7 +172,7 @@ class NextaiCLI(LightningCLI):
     def before_validate(self) -> None:
         self._resolve_last_checkpoint()
         check_ckpt_path(self.config[self.subcommand].get("ckpt_path"))
-        self.model.check_device(self.trainer.strategy.root_device)
+        self.model.check_device(self.trainer.strategy.root_device, strategy_kind(self.trainer.strategy))
 
     def after_fit(self) -> None:
         """One line on how the run ended when it stopped early (budget, signal): it still exits 0."""
@@ -206,12 +207,9 @@ def admits_str(action) -> bool:
     return hint is str or str in typing.get_args(hint)
 
 
-def strategy_name(strategy) -> object:
-    """A strategy as given in the config: a name (`ddp`, `fsdp`), or a class_path for a strategy object."""
-    class_path = getattr(strategy, "class_path", None) if not isinstance(strategy, str) else None
-    if class_path is not None:
-        return "fsdp" if class_path.endswith("FSDPStrategy") else class_path
-    return strategy
+def processes(trainer) -> int:
+    """Processes that train together (devices per node x nodes), known before Lightning launches them."""
+    return max(int(trainer.num_devices), 1) * max(int(trainer.num_nodes), 1)
 
 
 def set_effective_batch(trainer, batch_size: int, micro_batch_size: int) -> None:
@@ -264,7 +262,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             module, function = STANDALONE_COMMANDS[argv[0]].split(":")
             getattr(importlib.import_module(module), function)(argv[1:])
         else:
-            sys.argv = [sys.argv[0], *argv]  # LightningCLI reads sys.argv; one source avoids its "both given" warning
+            # LightningCLI reads sys.argv; one source avoids its "both given" warning. Configs may extend others.
+            sys.argv = [sys.argv[0], *expand_extends(argv)]
             NextaiCLI()
     except (NextaiError, argparse.ArgumentError, MisconfigurationException, ValueError, ImportError) as err:
         reported = user_error(err)

@@ -65,3 +65,11 @@ class RunCSVLogger(CSVLogger):
                     return
         self.log_metrics(metrics, step=step)
         self.save()
+
+
+def run_loggers(run_directory: str, configured):
+    """The loggers a command runs with: the run's own CSV logger in `run_directory` unless the config names
+    loggers (`trainer.logger`; `false` turns logging off)."""
+    if configured in (None, True):
+        return RunCSVLogger(save_dir=run_directory)
+    return configured

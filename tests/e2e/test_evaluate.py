@@ -224,3 +224,24 @@ def test_token_texts_hold_back_incomplete_characters(tiny_tokenizer):
     cut = Detokenizer(tiny_tokenizer, [tiny_tokenizer.bos_token_id])
     held = "".join(cut.push(i) for i in ids[:complete]) + cut.flush()  # the token limit cut the character
     assert held == decode(tiny_tokenizer, ids[:complete]) and held.startswith("clef ") and "\ufffd" in held
+
+
+def test_prompt_format_raw_or_in_the_run_format(tiny_run, tmp_path, capsys):
+    """HELM's raw prompts by default for an Alpaca run (what the challenge measured); `trained` wraps each in the
+    run's Alpaca prompt, and the results say which was used (so they are never merged with the other's)."""
+    import shutil
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    command = ["evaluate", "--config", TINY, "--eval_data", "bundled", "--limit", "1", "--tasks", "[mmlu]",
+               "--trainer.default_root_dir", str(run), "--mmlu_subjects", "[philosophy]"]
+    main(command)
+    raw = results(run)
+    assert raw["model"]["prompts"] == "raw"
+    main([*command, "--prompt_format", "trained"])
+    templated = results(run)
+    assert templated["model"]["prompts"] == "alpaca"
+    assert list(templated["tasks"]) == ["mmlu"]  # other settings: earlier results replaced, not mixed in
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--prompt_format", "chatty"])
+    assert exit_info.value.code == 2
+    assert "evaluate: --prompt_format must be one of auto, raw, trained" in capsys.readouterr().err

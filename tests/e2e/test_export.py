@@ -1,4 +1,5 @@
-"""`nextai export`: the LoRA weights merged into a bf16 base with peft's merge, loadable without peft."""
+"""`nextai export`: the LoRA weights merged into a bf16 base with peft's merge, loadable without peft; a checkpoint as
+a PEFT adapter; the run's prompt format and a model card in every export."""
 
 import json
 from pathlib import Path
@@ -84,3 +85,52 @@ def test_export_needs_weights_to_merge(tmp_path, capsys):
         export(tmp_path, "--adapter", "base")
     assert exit_info.value.code == 2
     assert "nothing to merge" in capsys.readouterr().err
+
+
+def test_a_checkpoint_becomes_a_peft_adapter_without_merging(run):
+    """`--format adapter --ckpt_path`: any checkpoint as a PEFT adapter (the last one: the run's own adapter)."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from nextai.base_model import resolve_base_model
+
+    export(run, "--format", "adapter", "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
+    exported = run / "adapter-last"
+    own, made = (load_file(d / "adapter_model.safetensors") for d in (run / "adapter", exported))
+    assert own.keys() == made.keys() and all(torch.equal(own[k], made[k]) for k in own)
+    settings = ("r", "lora_alpha", "lora_dropout", "target_modules", "task_type")
+    own_config, made_config = (json.loads((d / "adapter_config.json").read_text()) for d in (run / "adapter", exported))
+    assert {k: own_config[k] for k in settings if k != "target_modules"} == \
+        {k: made_config[k] for k in settings if k != "target_modules"}
+    assert sorted(own_config["target_modules"]) == sorted(made_config["target_modules"])
+    base = AutoModelForCausalLM.from_pretrained(resolve_base_model("tiny"), dtype=torch.bfloat16)
+    loaded = PeftModel.from_pretrained(base, str(exported))  # peft reads it as its own
+    assert any("lora_B" in name and parameter.abs().sum() > 0 for name, parameter in loaded.named_parameters())
+    assert (exported / "prompt_format.json").read_text() == (run / "prompt_format.json").read_text()
+
+
+def test_exports_carry_the_training_format_and_a_card(run):
+    from transformers import AutoTokenizer
+
+    from nextai.eval.chat_templates import alpaca_chat_template
+
+    export(run)  # merged
+    merged = run / "merged"
+    assert json.loads((merged / "prompt_format.json").read_text())["formats"] == ["alpaca"]
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    assert tokenizer.chat_template == alpaca_chat_template()  # apply_chat_template asks as the run trained
+    messages = [{"role": "user", "content": "Name a color."}]
+    assert tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True).endswith(
+        "### Instruction:\nName a color.\n\n### Response:\n")
+    card = (merged / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: transformers" in card and "[More Information" not in card
+    assert "| optimizer steps | 6 |" in card and "| time used |" in card and "| tokens/s (mean, real tokens) |" in card
+    assert "records fingerprint: `" in card and "tokenized fingerprint: `" in card
+
+
+def test_bad_export_format_is_one_line(run, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        export(run, "--format", "onnx")
+    assert exit_info.value.code == 2
+    assert "export: --format must be one of adapter, merged, gguf, got 'onnx'" in capsys.readouterr().err

@@ -228,3 +228,30 @@ def test_no_request_crashes_the_server(server):
 
     fuzz()
     assert post(f"{server.url}/process", {"prompt": PROMPT, "max_new_tokens": 2})[0] == 200
+
+
+def test_helms_own_http_client_and_tokenizer(server, model_and_tokenizer):
+    """HELM's client for `neurips/local` (crfm-helm's HTTPModelClient / HTTPModelTokenizer, the code the
+    challenge's evaluators ran) against the served model: a greedy request reads the same text `generate` gives,
+    and its tokenizer round-trips through /tokenize and /decode."""
+    pytest.importorskip("helm.clients.http_model_client", reason="crfm-helm (installed --no-deps by .ci/run)")
+    from helm.clients.http_model_client import HTTPModelClient
+    from helm.common.cache import BlackHoleCacheConfig
+    from helm.common.request import Request
+    from helm.common.tokenization_request import DecodeRequest, TokenizationRequest
+    from helm.tokenizers.http_model_tokenizer import HTTPModelTokenizer
+
+    client = HTTPModelClient(BlackHoleCacheConfig(), base_url=server.url, timeout=60)
+    result = client.make_request(Request(model="neurips/local", model_deployment="neurips/local", prompt=PROMPT,
+                                         temperature=0.0, max_tokens=16, stop_sequences=["###"]))
+    assert result.success, result.error
+    [completion] = result.completions
+    [direct] = generate(*model_and_tokenizer, [PROMPT], Decoding(max_new_tokens=16, stop=("###",)))
+    assert completion.text == direct.text and completion.text
+    assert completion.logprob == pytest.approx(sum(token.logprob for token in completion.tokens))
+
+    tokenizer = HTTPModelTokenizer(BlackHoleCacheConfig(), base_url=server.url)
+    tokens = tokenizer.tokenize(TokenizationRequest(text=PROMPT, tokenizer="neurips/local", encode=True)).tokens
+    ids = [token.value for token in tokens]
+    assert ids == model_and_tokenizer[1](PROMPT)["input_ids"]
+    assert tokenizer.decode(DecodeRequest(tokens=ids, tokenizer="neurips/local")).text == PROMPT

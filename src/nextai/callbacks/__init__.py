@@ -11,3 +11,12 @@ from nextai.callbacks.throughput import TokenThroughput
 
 __all__ = ["EpochPosition", "GracefulStop", "PeakMemoryMonitor", "RunCheckpoint", "RunStatus", "TokenThroughput",
            "WallClockBudget"]
+
+
+def always_on_callbacks() -> list:
+    """The callbacks every nextai trainer runs with, whatever the config lists (LightningCLI's trainer defaults).
+    EpochPosition first: on a resumed run's first batch it sets the step the others log at."""
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    return [EpochPosition(), TokenThroughput(), LearningRateMonitor(logging_interval="step"), GracefulStop(),
+            RunStatus()]

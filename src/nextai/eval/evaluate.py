@@ -4,6 +4,11 @@ Per HELM run: choose the test instances and in-context examples (fixed seed), bu
 with the task's decoding settings, score, aggregate. Results go to `evaluation.json` (metrics, settings, every
 prediction with its scores, one example prompt per run) and `evaluation.md`, both written atomically; tasks
 evaluated earlier with the same model and settings are kept, so tasks can be run one at a time.
+
+HELM writes whole prompts (instructions, in-context examples, the question) and the challenge's server passed them
+to the model as they were: `prompt_format raw`. A run trained on a chat template would then be asked outside the
+format it learned, so `auto` (the default) sends such a run each prompt as the user's turn of its template
+(`trained`), and every other run the raw prompt; either way a reply also ends at the template's end-of-turn token.
 """
 
 import json
@@ -16,6 +21,7 @@ from pathlib import Path
 from nextai.atomic import write_json, write_text
 from nextai.errors import NextaiError
 from nextai.eval.generate import CHALLENGE_TOP_K, Decoding, count_tokens, first_tokens_text, generate
+from nextai.eval.prompting import InferencePrompt
 from nextai.eval.instances import sample_in_context_examples, select_eval_instances, split_instances
 from nextai.eval.prompts import build_prompt
 from nextai.eval.sources import task_location
@@ -26,6 +32,7 @@ log = logging.getLogger(__name__)
 RESULTS_JSON = "evaluation.json"
 RESULTS_MARKDOWN = "evaluation.md"
 RESULTS_FORMAT = 1
+PROMPT_FORMATS = ("auto", "raw", "trained")
 
 
 @dataclass(frozen=True)
@@ -43,26 +50,38 @@ class EvaluationSettings:
             raise NextaiError(f"context_window must be at least 2 tokens, got {self.context_window}")
 
 
-def decoding_for(scenario: Scenario, seed: int) -> Decoding:
+def decoding_for(scenario: Scenario, seed: int, stop_token_ids: tuple[int, ...] = ()) -> Decoding:
     """The request HELM sends for this run, as a challenge server answers it (top-k 200, its default)."""
     fmt = scenario.format
     return Decoding(max_new_tokens=fmt.max_tokens, temperature=fmt.temperature, top_k=CHALLENGE_TOP_K,
-                    stop=fmt.stop_sequences, top_logprobs=0, seed=seed)
+                    stop=fmt.stop_sequences, stop_token_ids=stop_token_ids, top_logprobs=0, seed=seed)
+
+
+def uses_template(prompt_format: str, prompt: InferencePrompt | None) -> bool:
+    """Whether HELM's prompts go to the model inside the run's prompt format (see the module docstring)."""
+    if prompt_format not in PROMPT_FORMATS:
+        raise NextaiError(f"evaluate: --prompt_format must be one of {', '.join(PROMPT_FORMATS)}, got "
+                          f"{prompt_format!r}")
+    if prompt is None or prompt_format == "raw":
+        return False
+    return prompt_format == "trained" or prompt.format.chat
 
 
 def run_scenario(task: Task, scenario: Scenario, model, tokenizer, settings: EvaluationSettings,
-                 batch_size: int) -> dict:
+                 batch_size: int, prompt: InferencePrompt | None = None, templated: bool = False) -> dict:
     train, evaluated = split_instances(scenario.instances)
     if not evaluated:
         raise NextaiError(f"{scenario.name}: the data has no validation or test instances")
     chosen = select_eval_instances(evaluated, settings.limit, settings.seed)
     examples = sample_in_context_examples(train, scenario.format.max_train_instances, settings.seed)
-    prompts = [build_prompt(scenario.format, examples, instance, lambda text: count_tokens(tokenizer, text),
+    count = (lambda text: len(prompt.text_ids(text))) if templated else (lambda text: count_tokens(tokenizer, text))
+    prompts = [build_prompt(scenario.format, examples, instance, count,
                             lambda text, n: first_tokens_text(tokenizer, text, n), settings.context_window)
                for instance in chosen]
     started = time.perf_counter()
-    completions = generate(model, tokenizer, [p.text for p in prompts], decoding_for(scenario, settings.seed),
-                           batch_size)
+    inputs = [prompt.text_ids(p.text) for p in prompts] if templated else [p.text for p in prompts]
+    stop_ids = prompt.stop_token_ids() if prompt is not None else ()
+    completions = generate(model, tokenizer, inputs, decoding_for(scenario, settings.seed, stop_ids), batch_size)
     texts = [c.text for c in completions]
     scores = [task.score(instance, text, scenario.format) for instance, text in zip(chosen, texts)]
     metrics = task.aggregate(chosen, texts, scores)
@@ -104,11 +123,12 @@ def load_tasks(tasks: Sequence[str], eval_data: str, task_data: dict[str, str] |
 
 
 def evaluate(model, tokenizer, tasks: Sequence[LoadedTask], settings: EvaluationSettings,
-             batch_size: int) -> dict[str, dict]:
+             batch_size: int, prompt: InferencePrompt | None = None, templated: bool = False) -> dict[str, dict]:
     """Results of each task: its metrics (HELM's mean over its runs) and each run's metrics and predictions."""
     evaluated = {}
     for loaded in tasks:
-        scenarios = {scenario.name: run_scenario(loaded.task, scenario, model, tokenizer, settings, batch_size)
+        scenarios = {scenario.name: run_scenario(loaded.task, scenario, model, tokenizer, settings, batch_size,
+                                                 prompt, templated)
                      for scenario in loaded.scenarios}
         evaluated[loaded.task.name] = {
             "title": loaded.task.title, "data": loaded.location,
@@ -186,16 +206,21 @@ def write_results(run_directory: Path, results: dict) -> tuple[Path, Path]:
 
 def evaluate_run(trainer, module, adapter: str | None, ckpt_path: str | None, tasks: Sequence[str],
                  settings: EvaluationSettings, eval_data: str, task_data: dict[str, str] | None,
-                 mmlu_subjects: list[str] | None, batch_size: int) -> dict:
+                 mmlu_subjects: list[str] | None, batch_size: int, prompt_format: str = "auto") -> dict:
     """`NextaiTrainer.evaluate`: load the run's model on the trainer's device, evaluate, write the results."""
     from nextai.eval.model import choose_weights, load_model
 
+    uses_template(prompt_format, None)  # a bad value fails before anything loads
     run_directory = Path(trainer.default_root_dir)
     adapter, ckpt_path = choose_weights(adapter, ckpt_path, run_directory)
     loaded_tasks = load_tasks(tasks, eval_data, task_data, mmlu_subjects)
-    loaded = load_model(module, trainer.strategy.root_device, adapter, ckpt_path)
-    evaluated = evaluate(loaded.model, loaded.tokenizer, loaded_tasks, settings, batch_size)
-    results = merge_results(read_results(run_directory), loaded.description, settings, evaluated)
+    loaded = load_model(module, trainer.strategy.root_device, adapter, ckpt_path, run_directory)
+    templated = uses_template(prompt_format, loaded.prompt)
+    log.info("evaluation prompts: %s", f"in the run's format, {loaded.prompt.describe()}" if templated
+             else "HELM's, as they are")
+    evaluated = evaluate(loaded.model, loaded.tokenizer, loaded_tasks, settings, batch_size, loaded.prompt, templated)
+    description = {**loaded.description, "prompts": loaded.prompt.format.describe() if templated else "raw"}
+    results = merge_results(read_results(run_directory), description, settings, evaluated)
     json_path, markdown_path = write_results(run_directory, results)
     log.info("evaluation written to %s and %s", json_path, markdown_path)
     print(results_markdown(results, run_directory.name))

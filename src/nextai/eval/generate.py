@@ -1,15 +1,20 @@
-"""Batched generation on the (4-bit) base + adapter, shared by `nextai evaluate` and `nextai serve`.
+"""Batched generation on the (4-bit) base + adapter, shared by `nextai evaluate`, `nextai serve` and `nextai chat`.
 
-Greedy or sampled (temperature, top-k, top-p), stopped per row at EOS or at the first stop sequence, which is cut
-from the text (HELM's HTTP client does not cut it, so the server must). Every returned token carries its text in
-context (the pieces join to exactly the completion), its log-probability under the model (fp32 log-softmax of the
-raw logits, before temperature or top-k), and the most likely alternatives at its position.
+Greedy or sampled (temperature, top-k, top-p), stopped per row at EOS, at a stop token (a chat template's end of
+turn) or at the first stop sequence, which is cut from the text (HELM's HTTP client does not cut it, so the server
+must). Every returned token carries its text in context (the pieces join to exactly the completion), its
+log-probability under the model (fp32 log-softmax of the raw logits, before temperature or top-k), and the most
+likely alternatives at its position.
 
 The decoding loop is ours rather than `model.generate`: `generate` fills settings left at their defaults from the
 checkpoint's `generation_config.json` (LLaMA-2 ships top_p 0.9, temperature 0.6), and HELM's numbers need exactly
-the settings each request names. The sampling warpers are transformers' own.
+the settings each request names. The sampling warpers are transformers' own. Text can be streamed as it is made
+(`on_text`): a piece is handed out once no stop sequence can begin in it, so the streamed pieces join to exactly
+the returned text.
 """
 
+import functools
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +38,7 @@ class Decoding:
     top_k: int | None = None  # sample among the k most likely tokens (None: all)
     top_p: float = 1.0  # nucleus sampling
     stop: tuple[str, ...] = ()  # text that ends a completion (cut, not returned)
+    stop_token_ids: tuple[int, ...] = ()  # tokens that end a completion besides EOS (a chat template's end of turn)
     top_logprobs: int = 1  # alternatives reported per token
     echo_prompt: bool = False  # also return the prompt's tokens (scored) before the completion
     seed: int | None = None  # sampling seed (None: a fresh random one)
@@ -54,17 +60,24 @@ class Completion:
     text: str
     tokens: list[Token]
     logprob: float  # sum of the returned tokens' log-probabilities
-    finish_reason: str  # "stop" (a stop sequence), "eos", or "length"
+    finish_reason: str  # "stop" (a stop sequence), "eos" (EOS or a stop token), or "length"
     prompt_tokens: int
+    generated: int = 0  # tokens the model produced, the one that ended it (EOS, a stop token) included
+
+
+Prompt = str | Sequence[int]  # text (encoded with the tokenizer's special tokens) or token ids as they are
+TextCallback = Callable[[int, str], None]  # (index of the prompt, new text)
 
 
 class GenerationCancelled(Exception):
     """Raised inside the decoding loop when the caller's `cancelled()` turns true (a request's deadline)."""
 
 
-def encode(tokenizer, text: str) -> list[int]:
-    """Token ids as the model reads a prompt: BOS first (LLaMA's tokenizer adds it), no truncation."""
-    return list(tokenizer(text)["input_ids"])
+def encode(tokenizer, text: str, add_special_tokens: bool = True) -> list[int]:
+    """Token ids as the model reads a prompt, no truncation: with the tokenizer's special tokens, so BOS first where
+    the tokenizer adds one (LLaMA's does; SmolLM2's adds none); without them for text a chat template wrote, which
+    holds its own."""
+    return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
 
 def decode(tokenizer, ids: Sequence[int]) -> str:
@@ -76,7 +89,7 @@ def count_tokens(tokenizer, text: str) -> int:
 
 
 def first_tokens_text(tokenizer, text: str, count: int) -> str:
-    """The text of the first `count` tokens of `text` (BOS counted, not returned)."""
+    """The text of the first `count` tokens of `text` (a BOS the tokenizer adds counted, not returned)."""
     return decode(tokenizer, encode(tokenizer, text)[:count])
 
 
@@ -147,6 +160,19 @@ def sampling_warpers(decoding: Decoding) -> list:
     return warpers
 
 
+@functools.lru_cache(maxsize=None)
+def _cache_argument(forward_owner: type) -> str:
+    parameters = inspect.signature(forward_owner.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def cache_argument(model) -> str:
+    """The keyword the installed transformers takes the KV cache by (and returns it as): `cache` from 5.25 on,
+    `past_key_values` before; the old name still works in 5.25 but warns on every call."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _cache_argument(type(base))
+
+
 def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
@@ -173,9 +199,12 @@ class _Row:
         self.tokens: list[Token] = []
         self.starts: list[int] = []
         self.finish_reason: str | None = None
+        self.generated = 0
+        self.streamed = 0  # characters of `text` handed out so far
 
-    def add(self, token: int, logprob: float, top: dict[str, float], eos: int | None) -> None:
-        if token == eos:
+    def add(self, token: int, logprob: float, top: dict[str, float], ends: frozenset[int]) -> None:
+        self.generated += 1
+        if token in ends:
             self.finish_reason = "eos"
             return
         piece = self.detokenizer.push(token)
@@ -197,6 +226,18 @@ class _Row:
             self.tokens[-1].text += rest
             self.text += rest
 
+    def ready(self) -> str:
+        """Text not handed out yet that no stop sequence can begin in: everything once finished, else all but the
+        longest end of the text that is the start of a stop sequence."""
+        end = len(self.text)
+        if self.finish_reason is None:
+            end -= max((k for s in self.decoding.stop for k in range(min(len(s) - 1, end), 0, -1)
+                        if self.text.endswith(s[:k])), default=0)
+        if end <= self.streamed:
+            return ""
+        piece, self.streamed = self.text[self.streamed:end], end
+        return piece
+
     def cut(self, at: int) -> None:
         """Drop the text from `at` on, and the tokens that start there; a token across `at` keeps its part."""
         self.text = self.text[:at]
@@ -208,16 +249,29 @@ class _Row:
             last.text = last.text[:at - self.starts[-1]]
 
 
+def scoring_prefix(tokenizer, prompt: Sequence[int]) -> int | None:
+    """The token put before a prompt that does not start with BOS so that its first token is scored too: BOS, or
+    EOS where there is none (lm-evaluation-harness's convention). None when the prompt starts with BOS (BOS itself
+    is no text and gets 0.0) or the tokenizer has neither."""
+    bos = tokenizer.bos_token_id
+    if prompt and bos is not None and prompt[0] == bos:
+        return None
+    return bos if bos is not None else tokenizer.eos_token_id
+
+
 @torch.inference_mode()
 def _prompt_tokens(model, tokenizer, prompt: list[int], decoding: Decoding) -> list[Token]:
-    """The prompt's own tokens, each scored given those before it (the first, with nothing before, gets 0.0)."""
+    """The prompt's own tokens, each scored given those before it. A leading BOS gets 0.0; a tokenizer that adds
+    no BOS (SmolLM2's) leaves real text first, which is scored after `scoring_prefix`."""
     device = model_device(model)
-    ids = torch.tensor([prompt], device=device)
+    prefix = scoring_prefix(tokenizer, prompt)
+    read = prompt if prefix is None else [prefix, *prompt]
+    ids = torch.tensor([read], device=device)
     logits = model(input_ids=ids, use_cache=False).logits[0]
     detokenizer = Detokenizer(tokenizer)
-    tokens = [Token(detokenizer.push(prompt[0]), 0.0, {})]
-    for start in range(0, len(prompt) - 1, ECHO_CHUNK):
-        end = min(start + ECHO_CHUNK, len(prompt) - 1)  # position i predicts token i + 1
+    tokens = [Token(detokenizer.push(prompt[0]), 0.0, {})] if prefix is None else []
+    for start in range(0, len(read) - 1, ECHO_CHUNK):
+        end = min(start + ECHO_CHUNK, len(read) - 1)  # position i predicts token i + 1
         chunk = torch.log_softmax(logits[start:end].float(), dim=-1)
         targets = ids[0, start + 1:end + 1]
         chosen = chunk.gather(-1, targets[:, None])[:, 0].tolist()
@@ -229,7 +283,8 @@ def _prompt_tokens(model, tokenizer, prompt: list[int], decoding: Decoding) -> l
 
 @torch.inference_mode()
 def _generate_batch(model, tokenizer, prompts: list[list[int]], decoding: Decoding, generator: torch.Generator,
-                    cancelled: Callable[[], bool] | None) -> list[Completion]:
+                    cancelled: Callable[[], bool] | None, on_text: Callable[[int, str], None] | None
+                    ) -> list[Completion]:
     device = model_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     width = max(len(p) for p in prompts)
@@ -238,15 +293,16 @@ def _generate_batch(model, tokenizer, prompts: list[list[int]], decoding: Decodi
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     rows = [_Row(tokenizer, p, decoding) for p in prompts]
     warpers = [] if decoding.greedy else sampling_warpers(decoding)
-    eos = tokenizer.eos_token_id
+    ends = frozenset(t for t in (tokenizer.eos_token_id, *decoding.stop_token_ids) if t is not None)
+    cache_name = cache_argument(model)
     cache = None
     step_ids, step_positions = input_ids, positions
     for _ in range(decoding.max_new_tokens):
         if cancelled is not None and cancelled():
             raise GenerationCancelled
-        out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_positions, past_key_values=cache,
-                    use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+        out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_positions, use_cache=True,
+                    logits_to_keep=1, **{cache_name: cache})
+        cache = getattr(out, cache_name)
         logits = out.logits[:, -1, :].float()
         logprobs = torch.log_softmax(logits, dim=-1)
         if decoding.greedy:
@@ -258,17 +314,23 @@ def _generate_batch(model, tokenizer, prompts: list[list[int]], decoding: Decodi
             chosen = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)[:, 0]
         chosen_logprobs = logprobs.gather(-1, chosen[:, None])[:, 0].tolist()
         tops = alternatives(tokenizer, logprobs, decoding.top_logprobs)
-        for row, token, logprob, top in zip(rows, chosen.tolist(), chosen_logprobs, tops):
+        for index, (row, token, logprob, top) in enumerate(zip(rows, chosen.tolist(), chosen_logprobs, tops)):
             if row.finish_reason is None:
-                row.add(token, logprob, top, eos)
+                row.add(token, logprob, top, ends)
+                if on_text is not None and (piece := row.ready()):
+                    on_text(index, piece)
         if all(row.finish_reason is not None for row in rows):
             break
         step_ids = chosen[:, None]
         step_positions = step_positions[:, -1:] + 1
         mask = torch.cat([mask, mask.new_ones(mask.size(0), 1)], dim=1)
     completions = []
-    for prompt, row in zip(prompts, rows):
+    for index, (prompt, row) in enumerate(zip(prompts, rows)):
         row.finish()
+        if row.finish_reason is None:
+            row.finish_reason = "length"
+        if on_text is not None and (piece := row.ready()):
+            on_text(index, piece)
         tokens = row.tokens
         text = row.text
         if decoding.echo_prompt:
@@ -276,19 +338,25 @@ def _generate_batch(model, tokenizer, prompts: list[list[int]], decoding: Decodi
             tokens = echoed + tokens
             text = "".join(t.text for t in echoed) + text
         completions.append(Completion(text=text, tokens=tokens, logprob=sum(t.logprob for t in tokens),
-                                      finish_reason=row.finish_reason or "length", prompt_tokens=len(prompt)))
+                                      finish_reason=row.finish_reason, prompt_tokens=len(prompt),
+                                      generated=row.generated))
     return completions
 
 
-def generate(model, tokenizer, prompts: Sequence[str], decoding: Decoding, batch_size: int = 8,
-             cancelled: Callable[[], bool] | None = None) -> list[Completion]:
+def generate(model, tokenizer, prompts: Sequence[Prompt], decoding: Decoding, batch_size: int = 8,
+             cancelled: Callable[[], bool] | None = None, on_text: TextCallback | None = None) -> list[Completion]:
     """Complete every prompt; prompts of similar length share a batch (left-padded), results keep input order.
 
-    `cancelled` is polled before every decoding step; when it returns true, `GenerationCancelled` is raised.
+    A prompt is text (encoded with the tokenizer's special tokens, as HELM's prompts are) or token ids (a chat
+    template's rendering, see `nextai.eval.prompting`). `cancelled` is polled before every decoding step; when it
+    returns true, `GenerationCancelled` is raised. `on_text(index, piece)` gets each prompt's completion as it
+    grows (see the module docstring).
     """
     if decoding.max_new_tokens < 0:
         raise NextaiError(f"max_new_tokens must be 0 or more, got {decoding.max_new_tokens}")
-    encoded = [encode(tokenizer, p) for p in prompts]
+    encoded = [encode(tokenizer, p) if isinstance(p, str) else list(p) for p in prompts]
+    if any(not ids for ids in encoded):
+        raise NextaiError("a prompt of no tokens: give some text")
     for ids in encoded:
         check_length(model, len(ids), decoding.max_new_tokens)
     device = model_device(model)
@@ -304,8 +372,9 @@ def generate(model, tokenizer, prompts: Sequence[str], decoding: Decoding, batch
     try:
         for start in range(0, len(order), max(batch_size, 1)):
             batch = order[start:start + max(batch_size, 1)]
+            stream = None if on_text is None else (lambda row, piece, batch=batch: on_text(batch[row], piece))
             for index, completion in zip(batch, _generate_batch(model, tokenizer, [encoded[i] for i in batch],
-                                                                decoding, generator, cancelled)):
+                                                                decoding, generator, cancelled, stream)):
                 results[index] = completion
     finally:
         model.train(was_training)

@@ -1,20 +1,23 @@
-"""The model that evaluate and serve run: the quantized base with the run's LoRA weights, from a checkpoint or a
-PEFT adapter directory, on the trainer's device."""
+"""The model that evaluate, serve and chat run: the quantized base with the run's LoRA weights, from a checkpoint or
+a PEFT adapter directory, on the trainer's device, with the prompt format those weights were trained with."""
 
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from nextai.errors import NextaiError
 from nextai.rundir import ADAPTER_DIR
 
+if TYPE_CHECKING:
+    from nextai.eval.prompting import InferencePrompt
+
 log = logging.getLogger(__name__)
 
 BASE_ONLY = "base"  # `--adapter base`: the base model alone
-TRAINER_PREFIX = "model."  # QLoRAModule keeps the PeftModel as `self.model`
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,7 @@ class LoadedModel:
     model: torch.nn.Module
     tokenizer: object
     description: dict  # what was loaded, written into results
+    prompt: "InferencePrompt"  # how to ask it (nextai.eval.prompting)
 
 
 def choose_weights(adapter: str | None, ckpt_path: str | None, run_directory: Path) -> tuple[str | None, str | None]:
@@ -40,58 +44,56 @@ def choose_weights(adapter: str | None, ckpt_path: str | None, run_directory: Pa
     return adapter, ckpt_path
 
 
-def load_model(module, device: torch.device | str, adapter: str | None, ckpt_path: str | None) -> LoadedModel:
+def load_model(module, device: torch.device | str, adapter: str | None, ckpt_path: str | None,
+               run_directory: str | Path = ".") -> LoadedModel:
     """Build `module`'s base model on `device` with LoRA weights from `adapter` or `ckpt_path` (as returned by
-    `choose_weights`; neither: the base alone), in eval mode.
+    `choose_weights`; neither: the base alone), in eval mode, and find the prompt format they were trained with
+    (`find_prompt_format`; `run_directory` is the configured run, for a checkpoint copied out of its own).
 
     Both load the quantized base for inference (padded batches, with a cache; whatever `data.packing` the run
     trained with) and add the LoRA weights on top: a checkpoint's through `attach_checkpoint`, an adapter
     directory's through peft's `PeftModel.from_pretrained`.
     """
-    from nextai.data.tokenize import load_tokenizer
-    from nextai.modules.loading import load_for_inference
     from nextai.base_model import resolve_base_model
+    from nextai.data.tokenize import load_tokenizer
+    from nextai.eval.prompting import find_prompt_format
+    from nextai.modules.loading import load_for_inference
 
-    hp = module.hparams
-    description = {"base_model": hp.base_model, "adapter": adapter, "checkpoint": ckpt_path,
+    settings = module.settings
+    description = {"base_model": settings.base_model, "adapter": adapter, "checkpoint": ckpt_path,
                    "quantization": "4-bit" if module.quantization.enabled else "none", "device": str(device)}
     if ckpt_path is not None:
         if not Path(ckpt_path).is_file():
             raise NextaiError(f"checkpoint not found: {ckpt_path}")
-        base = load_for_inference(hp.base_model, None, module.quantization, hp.attn_implementation, device)
+        base = load_for_inference(settings.base_model, None, module.quantization, settings.kernels.attn_implementation,
+                                  device)
         model = attach_checkpoint(module, base, ckpt_path)
     else:
         if adapter is not None:
-            check_adapter_base(Path(adapter), hp.base_model)
-        model = load_for_inference(hp.base_model, adapter, module.quantization, hp.attn_implementation, device)
+            check_adapter_base(Path(adapter), settings.base_model)
+        model = load_for_inference(settings.base_model, adapter, module.quantization, settings.kernels.attn_implementation,
+                                   device)
     model.eval()
-    log.info("evaluating %s%s on %s", hp.base_model,
+    log.info("loaded %s%s on %s", settings.base_model,
              f" + {adapter or ckpt_path}" if (adapter or ckpt_path) else " (no adapter)", device)
-    return LoadedModel(model, load_tokenizer(resolve_base_model(hp.base_model)), description)
+    base_directory = resolve_base_model(settings.base_model)
+    tokenizer = load_tokenizer(base_directory)
+    prompt = find_prompt_format(tokenizer, adapter, ckpt_path, Path(run_directory), base_directory)
+    return LoadedModel(model, tokenizer, description, prompt)
 
 
 def attach_checkpoint(module, base, ckpt_path: str):
     """The base with LoRA layers built from the module's settings and filled from a nextai checkpoint."""
     from peft import get_peft_model
 
+    from nextai.modules.adapter_state import check_lora_weights, checkpoint_lora_state
     from nextai.modules.lora import lora_config
 
-    hp = module.hparams
-    model = get_peft_model(base, lora_config(hp.lora_r, hp.lora_alpha, hp.lora_dropout, hp.lora_targets))
-    try:
-        saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
-    except FileNotFoundError:
-        raise NextaiError(f"checkpoint not found: {ckpt_path}") from None
-    weights = {name.removeprefix(TRAINER_PREFIX): tensor for name, tensor in saved.items()}
-    for name, parameter in model.named_parameters():
-        if "lora_" not in name:
-            continue
-        if name not in weights:
-            raise NextaiError(f"checkpoint {ckpt_path} has no weights for {name}: it was saved with other LoRA "
-                              f"targets than {hp.lora_targets!r}")
-        if weights[name].shape != parameter.shape:
-            raise NextaiError(f"checkpoint {ckpt_path} weight {name} has shape {tuple(weights[name].shape)}, the "
-                              f"model expects {tuple(parameter.shape)} (another lora_r than {hp.lora_r}?)")
+    lora = module.settings.lora
+    weights = checkpoint_lora_state(ckpt_path)
+    model = get_peft_model(base, lora_config(lora.r, lora.alpha, lora.dropout, lora.targets))
+    expected = {name: parameter.shape for name, parameter in model.named_parameters() if "lora_" in name}
+    check_lora_weights(expected, weights, f"checkpoint {ckpt_path}", lora)
     model.load_state_dict(weights, strict=False)
     return model
 

@@ -1,1 +1,1 @@
-"""The challenge's submission HTTP API over nextai's generation (`nextai serve`)."""
+"""`nextai serve`: the challenge's submission HTTP API and OpenAI-compatible routes over nextai's generation."""

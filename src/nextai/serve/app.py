@@ -1,168 +1,101 @@
 """`nextai serve`: the challenge's HTTP API (`/process`, `/tokenize`, `/decode`) over eval's generation, so HELM
-can evaluate a nextai model unchanged (`HELM_HTTP_MODEL_BASE_URL=http://127.0.0.1:8080`).
+can evaluate a nextai model unchanged (`HELM_HTTP_MODEL_BASE_URL=http://127.0.0.1:8080`), beside OpenAI-compatible
+routes (`/v1/chat/completions`, `/v1/completions`, `/v1/models`; `nextai.serve.openai_routes`) and `/health`.
 
-The model runs one request at a time on one worker thread. At most `queue_size` requests wait or run; one more
-is answered 503 at once. A request that has not finished `timeout` seconds after it arrived (queue wait included)
-is answered 504 and its generation stops at the next token. Bodies over `max_request_bytes` get 413, wrong fields
-422, everything with a message; an error inside generation is a 5xx for that request, never the end of the server.
+`/process` reads HELM's whole prompts as they are (HELM writes the in-context examples and the question itself);
+the /v1 routes write prompts in the run's prompt format. Every route ends a reply at EOS, at the chat template's
+end-of-turn token and at the request's stop sequences.
+
+The model runs one request at a time on one worker thread (`nextai.serve.worker`). At most `queue_size` requests
+wait or run; one more is answered 503 at once. A request that has not finished `timeout` seconds after it arrived
+(queue wait included) is answered 504 and its generation stops at the next token. Bodies over `max_request_bytes`
+get 413, wrong fields 422 (400 under /v1, as OpenAI answers), everything with a message; an error inside
+generation is a 5xx for that request, never the end of the server. With an API key set every route but `/health`
+needs `Authorization: Bearer <key>` (401 else; `nextai.serve.guards`).
 """
 
-import asyncio
 import contextlib
-import ipaddress
 import logging
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from fastapi import FastAPI, HTTPException
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from nextai.errors import NextaiError
-from nextai.eval.generate import Decoding, GenerationCancelled, decode, encode, generate
+from nextai.eval.generate import Decoding, decode, encode, generate
+from nextai.eval.prompting import InferencePrompt, find_prompt_format
 from nextai.serve.api import (DecodeRequest, DecodeResponse, ProcessRequest, ProcessResponse, Token,
                               TokenizeRequest, TokenizeResponse)
+from nextai.serve.guards import ApiKey, BodyLimit, check_exposure, error_body, is_loopback
+from nextai.serve.openai_routes import openai_router
+from nextai.serve.worker import ModelWorker, ServeLimits, run_on_model
 
 log = logging.getLogger(__name__)
+DEFAULT_MODEL_NAME = "nextai"
 
 
-@dataclass(frozen=True)
-class ServeLimits:
-    """What one request may ask for and how much work may wait."""
-
-    max_new_tokens: int = 1024
-    max_top_logprobs: int = 20
-    queue_size: int = 16  # requests waiting or running; one more gets 503
-    timeout: float = 600.0  # seconds from arrival to answer; later gets 504
-    max_request_bytes: int = 1 << 20
-
-    def __post_init__(self) -> None:
-        for name in ("max_new_tokens", "queue_size", "max_request_bytes"):
-            if getattr(self, name) < 1:
-                raise NextaiError(f"serve: {name} must be at least 1, got {getattr(self, name)}")
-        if self.timeout <= 0:
-            raise NextaiError(f"serve: timeout must be positive, got {self.timeout}")
-
-
-class QueueFull(Exception):
-    pass
-
-
-class ModelWorker:
-    """Runs jobs on the model one at a time, in arrival order, with a bounded number outstanding."""
-
-    def __init__(self, queue_size: int) -> None:
-        self.queue_size = queue_size
-        self.outstanding = 0
-        self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextai-model")
-
-    async def run(self, job: Callable[[Callable[[], bool]], object], timeout: float):
-        """`job(cancelled)` on the worker thread; `cancelled()` turns true at the deadline. Raises `QueueFull`,
-        or `GenerationCancelled` when the deadline passes first."""
-        with self._lock:
-            if self.outstanding >= self.queue_size:
-                raise QueueFull
-            self.outstanding += 1
-        deadline = time.monotonic() + timeout
-
-        def cancelled() -> bool:
-            return time.monotonic() > deadline
-
-        def work():
-            try:
-                if cancelled():  # waited out its whole time in the queue
-                    raise GenerationCancelled
-                return job(cancelled)
-            finally:
-                with self._lock:
-                    self.outstanding -= 1
-
-        future = asyncio.get_running_loop().run_in_executor(self._executor, work)
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout=max(deadline - time.monotonic(), 0))
-        except asyncio.TimeoutError:
-            raise GenerationCancelled from None
-
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-class BodyLimit:
-    """ASGI middleware: bodies over `max_bytes` (declared or streamed) are answered 413 before any handler."""
-
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def reject(self, scope, receive, send) -> None:
-        response = JSONResponse({"detail": f"request body over {self.max_bytes} bytes"}, status_code=413)
-        await response(scope, receive, send)
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self.reject(scope, receive, send)
-            return
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                await self.reject(scope, receive, send)
-                return
-            if not message.get("more_body", False):
-                break
-        delivered = False
-
-        async def replay():
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
-def decoding_for(request: ProcessRequest) -> Decoding:
+def decoding_for(request: ProcessRequest, stop_token_ids: tuple[int, ...] = ()) -> Decoding:
     return Decoding(max_new_tokens=request.max_new_tokens, temperature=request.temperature,
                     top_k=request.top_k or None, top_p=request.top_p, stop=tuple(s for s in request.stop_sequences
                                                                                  if s),
-                    top_logprobs=request.top_k_per_token, echo_prompt=bool(request.echo_prompt), seed=request.seed)
+                    stop_token_ids=stop_token_ids, top_logprobs=request.top_k_per_token,
+                    echo_prompt=bool(request.echo_prompt), seed=request.seed)
+
+
+def is_openai_path(path: str) -> bool:
+    return path == "/v1" or path.startswith("/v1/")
 
 
 async def invalid_request(request, error: RequestValidationError) -> JSONResponse:
-    """422 with FastAPI's usual detail, minus the echoed input: a body may hold values JSON cannot encode back
-    (Python's parser reads `Infinity`), which would turn the answer into a 500."""
+    """422 with FastAPI's usual detail (400 in OpenAI's error shape under /v1), minus the echoed input: a body may
+    hold values JSON cannot encode back (Python's parser reads `Infinity`), which would turn the answer into a
+    500."""
     detail = [{key: value for key, value in item.items() if key not in ("input", "ctx")} for item in error.errors()]
+    if is_openai_path(request.url.path):
+        message = "; ".join(f"{'.'.join(str(p) for p in item.get('loc', ()) if p != 'body')}: {item.get('msg')}"
+                            for item in detail)
+        return JSONResponse(error_body(request.url.path, 400, message or "invalid request"), status_code=400)
     return JSONResponse({"detail": jsonable_encoder(detail)}, status_code=422)
 
 
-def create_app(model, tokenizer, limits: ServeLimits = ServeLimits()) -> FastAPI:
-    """The FastAPI app answering the challenge's endpoints with `model` (in eval mode) and its `tokenizer`."""
+async def http_exception(request, error: StarletteHTTPException) -> JSONResponse:
+    """HTTP errors in the shape the route's clients read (OpenAI's under /v1)."""
+    return JSONResponse(error_body(request.url.path, error.status_code, str(error.detail)),
+                        status_code=error.status_code, headers=getattr(error, "headers", None))
+
+
+def create_app(model, tokenizer, limits: ServeLimits = ServeLimits(), prompt: InferencePrompt | None = None,
+               api_key: str | None = None, model_name: str = DEFAULT_MODEL_NAME) -> FastAPI:
+    """The FastAPI app answering the challenge's and the OpenAI-compatible routes with `model` (in eval mode) and
+    its `tokenizer`; `prompt` is how the /v1 routes write prompts (default: for the base alone, see
+    `find_prompt_format`), `api_key` what every route but /health asks for (None: nothing)."""
     worker = ModelWorker(limits.queue_size)
+    if prompt is None:
+        prompt = find_prompt_format(tokenizer, None, None, ".", None)
+    stop_token_ids = prompt.stop_token_ids()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
         worker.shutdown()
 
-    app = FastAPI(title="nextai", description="The NeurIPS 2023 LLM Efficiency Challenge submission API",
-                  lifespan=lifespan)
+    app = FastAPI(title="nextai", description="The NeurIPS 2023 LLM Efficiency Challenge submission API and "
+                                              "OpenAI-compatible routes", lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=limits.max_request_bytes)
+    app.add_middleware(ApiKey, key=api_key)  # added last: runs first, so no unauthenticated body is read
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(StarletteHTTPException, http_exception)
     app.state.worker = worker
+    app.state.prompt = prompt
     vocabulary = len(tokenizer)
+    app.include_router(openai_router(model, tokenizer, prompt, worker, limits, model_name))
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": model_name, "requests_outstanding": worker.outstanding,
+                "queue_size": worker.queue_size}
 
     @app.post("/process", response_model=ProcessResponse)
     async def process(request: ProcessRequest) -> ProcessResponse:
@@ -174,7 +107,7 @@ def create_app(model, tokenizer, limits: ServeLimits = ServeLimits()) -> FastAPI
                                      f"{limits.max_top_logprobs}")
         if request.max_new_tokens == 0 and not request.echo_prompt:
             raise HTTPException(422, "max_new_tokens 0 without echo_prompt asks for nothing")
-        decoding = decoding_for(request)
+        decoding = decoding_for(request, stop_token_ids)
         started = time.perf_counter()
 
         def job(cancelled):
@@ -205,56 +138,36 @@ def create_app(model, tokenizer, limits: ServeLimits = ServeLimits()) -> FastAPI
     return app
 
 
-async def run_on_model(worker: ModelWorker, job, timeout: float):
-    """`worker.run`, with each way it can fail turned into an HTTP answer."""
-    import torch
-
-    try:
-        return await worker.run(job, timeout)
-    except QueueFull:
-        raise HTTPException(503, f"server busy: {worker.queue_size} requests already waiting or running; retry",
-                            headers={"Retry-After": "1"}) from None
-    except GenerationCancelled:
-        raise HTTPException(504, f"request not finished within the server's timeout of {timeout:g} s") from None
-    except NextaiError as err:  # an impossible request, found once tokenized (prompt longer than the context)
-        raise HTTPException(422, str(err)) from None
-    except torch.cuda.OutOfMemoryError:
-        torch.cuda.empty_cache()
-        log.exception("out of memory while generating")
-        raise HTTPException(503, "out of GPU memory for this request; retry with a shorter prompt or fewer "
-                                 "tokens") from None
-    except Exception as err:  # the server must outlive any one request
-        log.exception("generation failed")
-        raise HTTPException(500, f"generation failed: {type(err).__name__}: {err}") from None
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def serve(model, tokenizer, host: str, port: int, limits: ServeLimits) -> None:
-    """Answer the challenge's API on host:port until interrupted."""
+def serve(model, tokenizer, host: str, port: int, limits: ServeLimits, prompt: InferencePrompt | None = None,
+          api_key: str | None = None, unauthenticated: bool = False, model_name: str = DEFAULT_MODEL_NAME) -> None:
+    """Answer the challenge's and the OpenAI-compatible routes on host:port until interrupted."""
     import uvicorn
 
-    if not is_loopback(host):
-        log.warning("listening on %s: reachable from other machines (the API has no authentication)", host)
-    log.info("serving the challenge API on http://%s:%d (queue %d, timeout %g s, at most %d new tokens)",
-             host, port, limits.queue_size, limits.timeout, limits.max_new_tokens)
-    uvicorn.run(create_app(model, tokenizer, limits), host=host, port=port, log_level="info")
+    check_exposure(host, api_key, unauthenticated)
+    if not is_loopback(host) and not api_key:
+        log.warning("listening on %s without an API key: reachable from other machines, unauthenticated", host)
+    log.info("serving %s on http://%s:%d: /process, /tokenize, /decode (the challenge's API), /v1/chat/completions, "
+             "/v1/completions, /v1/models, /health (queue %d, timeout %g s, at most %d new tokens%s)", model_name,
+             host, port, limits.queue_size, limits.timeout, limits.max_new_tokens,
+             ", API key required" if api_key else "")
+    uvicorn.run(create_app(model, tokenizer, limits, prompt, api_key, model_name), host=host, port=port,
+                log_level="info")
 
 
 def serve_run(trainer, module, adapter: str | None, ckpt_path: str | None, host: str, port: int,
-              limits: ServeLimits) -> None:
+              limits: ServeLimits, api_key: str | None = None, unauthenticated: bool = False,
+              model_name: str | None = None) -> None:
     """`NextaiTrainer.serve`: load the run's model on the trainer's device and serve it."""
+    import os
     from pathlib import Path
 
     from nextai.eval.model import choose_weights, load_model
+    from nextai.serve.guards import API_KEY_VARIABLE
 
-    adapter, ckpt_path = choose_weights(adapter, ckpt_path, Path(trainer.default_root_dir))
-    loaded = load_model(module, trainer.strategy.root_device, adapter, ckpt_path)
-    serve(loaded.model, loaded.tokenizer, host, port, limits)
+    api_key = api_key if api_key is not None else os.environ.get(API_KEY_VARIABLE) or None
+    check_exposure(host, api_key, unauthenticated)  # before minutes of loading
+    run_directory = Path(trainer.default_root_dir)
+    adapter, ckpt_path = choose_weights(adapter, ckpt_path, run_directory)
+    loaded = load_model(module, trainer.strategy.root_device, adapter, ckpt_path, run_directory)
+    serve(loaded.model, loaded.tokenizer, host, port, limits, loaded.prompt, api_key, unauthenticated,
+          model_name or run_directory.resolve().name or DEFAULT_MODEL_NAME)
