@@ -5,8 +5,12 @@
 LightningCLI merges several `--config` files in order, each one's values over the last (`v5-fsdp.yaml` has always
 been used that way); `extends` only writes that order into the file, so `configs/v1.yaml` … `v7.yaml` say what
 differs from the report's recipe and nothing else. The base is read first, then the file without its `extends`.
+
+`expand_extends` also rewrites the logger shorthand (`--trainer.logger tensorboard`, `trainer: {logger: [tensorboard,
+wandb]}`; the words are nextai.loggers.SHORTHANDS) into the class paths LightningCLI parses.
 """
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +20,23 @@ EXTENDS = "extends"
 
 
 def expand_extends(argv: Sequence[str]) -> list[str]:
+    """`argv` as LightningCLI reads it: configs that extend others expanded (`expand_chains`), then the logger
+    shorthand words rewritten into class paths."""
+    expanded = expand_chains(argv)
+    rewritten: list[str] = []
+    for index, arg in enumerate(expanded):
+        option = expanded[index - 1] if index else ""
+        if option == "--config":
+            arg = config_with_logger_classes(arg)
+        elif option == LOGGER_OPTION:
+            arg = logger_argument(arg)
+        elif arg.startswith(LOGGER_OPTION + "="):
+            arg = f"{LOGGER_OPTION}={logger_argument(arg.split('=', 1)[1])}"
+        rewritten.append(arg)
+    return rewritten
+
+
+def expand_chains(argv: Sequence[str]) -> list[str]:
     """`argv` with every `--config FILE` whose file extends another replaced by the chain, base first."""
     expanded: list[str] = []
     args = list(argv)
@@ -57,3 +78,71 @@ def chain(path: Path, seen: tuple[Path, ...] = ()) -> list[str]:
         raise NextaiError(f"{path}: `{EXTENDS}: {base}`: no such file {base_path}")
     rest = yaml.safe_dump(data, sort_keys=False) if data else "{}"
     return [*chain(base_path, (*seen, path.resolve())), rest]
+
+
+# ---------------------------------------------------------------------------------------------- logger shorthand
+LOGGER_OPTION = "--trainer.logger"
+
+
+def logger_classes(value):
+    """A `trainer.logger` value with its shorthand words (`tensorboard`, `[tensorboard, wandb]`, `class_path: wandb`)
+    replaced by class paths; `csv` alone is `true` (the run's own metrics.csv), in a list it is dropped. Anything
+    else is returned as it is."""
+    from nextai.loggers import SHORTHANDS
+
+    def word(item):
+        return item.lower() if isinstance(item, str) and item.lower() in SHORTHANDS else None
+
+    if isinstance(value, dict) and word(value.get("class_path")):
+        if SHORTHANDS[word(value["class_path"])] is None:
+            return True
+        return {**value, "class_path": SHORTHANDS[word(value["class_path"])]}
+    if word(value):
+        return SHORTHANDS[word(value)] or True
+    if isinstance(value, list) and any(word(item) or isinstance(item, dict) for item in value):
+        items = [logger_classes(item) for item in value]
+        items = [item for item in items if item is not True]
+        return items or True
+    return value
+
+
+def logger_argument(text: str) -> str:
+    """The command-line value of `--trainer.logger` with the shorthand rewritten (YAML flow syntax kept)."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    rewritten = logger_classes(value)
+    if rewritten is value or rewritten == value:
+        return text
+    if isinstance(rewritten, str):
+        return rewritten
+    return "true" if rewritten is True else json.dumps(rewritten)
+
+
+def config_with_logger_classes(config: str) -> str:
+    """A `--config` value (a path or a YAML text) with `trainer.logger` shorthand rewritten: the same path when there
+    is none, else the rewritten text."""
+    import yaml
+
+    try:
+        text = Path(config).read_text(encoding="utf-8") if Path(config).is_file() else config
+    except OSError:  # a YAML text too long for a file name
+        text = config
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return config
+    if not isinstance(data, dict):
+        return config
+    changed = False
+    for section in (data, *(v for v in data.values() if isinstance(v, dict))):  # top level, or under a subcommand
+        trainer = section.get("trainer")
+        if isinstance(trainer, dict) and "logger" in trainer:
+            rewritten = logger_classes(trainer["logger"])
+            if rewritten is not trainer["logger"] and rewritten != trainer["logger"]:
+                trainer["logger"] = rewritten
+                changed = True
+    return yaml.safe_dump(data, sort_keys=False) if changed else config

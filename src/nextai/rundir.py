@@ -7,6 +7,8 @@ from pathlib import Path
 from nextai.errors import NextaiError
 
 ADAPTER_DIR = "adapter"  # PEFT adapter: adapter_config.json + adapter_model.safetensors
+TENSORBOARD_DIR, WANDB_DIR, MLFLOW_DIR = "tensorboard", "wandb", "mlruns"  # the loggers beside metrics.csv
+LOGGER_DIRS = (TENSORBOARD_DIR, WANDB_DIR, MLFLOW_DIR)
 CHECKPOINT_DIR = "checkpoints"  # resumable Lightning checkpoints (LoRA weights + optimizer + loop state)
 PEAK_MEMORY_FILE = "peak_memory.json"
 METRICS_FILE = "metrics.csv"  # written by the CSV logger
@@ -27,7 +29,7 @@ def check_run_dir(directory: str | Path, resuming: bool, overwrite: bool) -> Non
     if resuming or not earlier:
         return
     if overwrite:
-        for name in (CHECKPOINT_DIR, ADAPTER_DIR):
+        for name in (CHECKPOINT_DIR, ADAPTER_DIR, *LOGGER_DIRS):
             shutil.rmtree(directory / name, ignore_errors=True)
         for name in (RUN_FILE, METRICS_FILE, PEAK_MEMORY_FILE, PROMPT_FORMAT_FILE, *CONFIG_FILES):
             (directory / name).unlink(missing_ok=True)
