@@ -1,3 +1,3 @@
-from nextai.cli import main
+from nextai.main import main
 
 main()

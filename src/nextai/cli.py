@@ -1,36 +1,30 @@
-"""`nextai`: the LightningCLI that wires the model, the data and the callbacks; the only module that imports all.
+"""The LightningCLI that wires the model, the data and the callbacks; the only module that imports all. The
+entry point, `nextai.main`, imports it only for the commands that read a training config:
 
     nextai fit --config configs/tiny.yaml [--model.lora_r 8] [--budget.limit 90m] [--print_config]
-    nextai validate --config configs/tiny.yaml --ckpt_path runs/tiny/checkpoints/last.ckpt
+    nextai validate --config configs/tiny.yaml [--ckpt_path runs/tiny/checkpoints/last.ckpt]
 
-Subcommands that read the same config as `fit` are methods of `NextaiTrainer`; commands with arguments of their
-own are `main(argv)` functions listed in `STANDALONE_COMMANDS`. Bad input ends with one line
-`nextai: error: ...` and exit status 2 (`--debug` shows the traceback).
+Subcommands that read the same config as `fit` are methods of `NextaiTrainer` (listed in `CONFIG_COMMANDS`).
 """
 
-import argparse
 import glob
-import importlib
 import logging
 import os
-import re
 import sys
-import time
 from collections.abc import Sequence
 
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from nextai.base_model import resolve_base_model
 from nextai.callbacks import PeakMemoryMonitor, WallClockBudget, always_on_callbacks
 from nextai.checkpoint_io import AtomicCheckpointIO
-from nextai.clock import clear_job_start, mark_job_start, process_started_at
 from nextai.config_files import expand_extends
 from nextai.data.batching import accumulation_steps, micro_batch_tokens
 from nextai.data.datamodule import InstructionDataModule
 from nextai.errors import NextaiError
 from nextai.loggers import run_loggers
 from nextai.modules.qlora import QLoRAModule
+from nextai.quiet import quiet_libraries
 from nextai.rundir import CHECKPOINT_DIR, check_run_dir
 from nextai.fsdp.strategy import decoder_layer_names, fsdp_quant_storage, qlora_fsdp_strategy
 from nextai.modules.compatibility import FSDP_STRATEGIES, resolve, strategy_kind
@@ -48,11 +42,6 @@ CONFIG_COMMANDS: dict[str, set[str]] = {
     "push": {"model", "datamodule"},
     "plan": {"model", "datamodule"},
 }
-# Commands with their own arguments, as "module:function" taking argv.
-STANDALONE_COMMANDS: dict[str, str] = {
-    "bench": "nextai.bench.command:main",
-    "compare": "nextai.eval.compare:main",
-}
 
 
 class NextaiCLI(LightningCLI):
@@ -65,6 +54,9 @@ class NextaiCLI(LightningCLI):
             trainer_class=NextaiTrainer,
             trainer_defaults={
                 "callbacks": always_on_callbacks(),
+                # Lightning's parameter table counts 4-bit packed weights as halves (1.6 M for the tiny model's
+                # 2.2 M): nextai logs its own line (trainable of total, LoRA rank and targets) instead.
+                "enable_model_summary": False,
                 # nextai's samplers give each process its own share of every epoch (resumable, packing-aware).
                 "use_distributed_sampler": False,
             },
@@ -135,6 +127,11 @@ class NextaiCLI(LightningCLI):
             self.save_config_callback = None
             root = os.path.join(root, self.subcommand)
         kwargs["logger"] = run_loggers(root, trainer_config.get("logger"))
+        if trainer_config.get("enable_progress_bar") is False and trainer_config.get("callbacks"):
+            # `--trainer.enable_progress_bar false` beside a config that lists a bar: off, not Lightning's error
+            from lightning.pytorch.callbacks import ProgressBar
+
+            trainer_config["callbacks"] = [c for c in trainer_config["callbacks"] if not isinstance(c, ProgressBar)]
         plugins = trainer_config.get("plugins") or []
         plugins = plugins if isinstance(plugins, list) else [plugins]
         if not any(hasattr(p, "save_checkpoint") for p in plugins):
@@ -150,7 +147,8 @@ class NextaiCLI(LightningCLI):
             raise NextaiError(f"trainer.strategy fsdp needs CUDA GPUs (torch's FSDP does not run on the "
                               f"{trainer.strategy.root_device.type}); set trainer.accelerator gpu")
         if self.datamodule is not None:
-            set_effective_batch(trainer, self.datamodule.batch_size, self.datamodule.micro_batch_size)
+            set_effective_batch(trainer, self.datamodule.batch_size, self.datamodule.micro_batch_size,
+                                announce=self.subcommand == "fit")
         return trainer
 
     def before_fit(self) -> None:
@@ -170,22 +168,20 @@ class NextaiCLI(LightningCLI):
         self.config[self.subcommand]["ckpt_path"] = self.config_init[self.subcommand]["ckpt_path"] = path
 
     def before_validate(self) -> None:
+        """Without --ckpt_path, validate scores the run's newest checkpoint (not the untrained adapter Lightning
+        would build), and says which weights it scored."""
+        config = self.config[self.subcommand]
+        if config.get("ckpt_path") is None:
+            newest = newest_checkpoint(self.trainer.default_root_dir)
+            config["ckpt_path"] = self.config_init[self.subcommand]["ckpt_path"] = newest
+            if newest is None:
+                log.warning("validate: no checkpoint in %s: scoring the base model (LoRA weights untrained)",
+                            os.path.join(self.trainer.default_root_dir, CHECKPOINT_DIR))
         self._resolve_last_checkpoint()
-        check_ckpt_path(self.config[self.subcommand].get("ckpt_path"))
+        check_ckpt_path(config.get("ckpt_path"))
+        if config.get("ckpt_path") is not None:
+            log.info("validate: scoring %s", config["ckpt_path"])
         self.model.check_device(self.trainer.strategy.root_device, strategy_kind(self.trainer.strategy))
-
-    def after_fit(self) -> None:
-        """One line on how the run ended when it stopped early (budget, signal): it still exits 0."""
-        from nextai.rundir import RUN_FILE
-
-        path = os.path.join(self.trainer.default_root_dir, RUN_FILE)
-        if self.trainer.is_global_zero and os.path.isfile(path):
-            import json
-
-            record = json.load(open(path))
-            if record.get("state") == "stopped":
-                print(f"nextai: stopped at step {record['step']} ({record['reason']}); resume with --ckpt_path last "
-                      f"(checkpoint {record['checkpoint']}, adapter {record['adapter']})", file=sys.stderr)
 
 
 def keep_strings_literal(parser) -> None:
@@ -212,13 +208,14 @@ def processes(trainer) -> int:
     return max(int(trainer.num_devices), 1) * max(int(trainer.num_nodes), 1)
 
 
-def set_effective_batch(trainer, batch_size: int, micro_batch_size: int) -> None:
+def set_effective_batch(trainer, batch_size: int, micro_batch_size: int, announce: bool = True) -> None:
     """One optimizer step sees `data.batch_size` examples whatever the number of processes: each accumulates
-    batch_size / (micro_batch_size x processes) micro batches. Logged once."""
+    batch_size / (micro_batch_size x processes) micro batches. Logged once, by `fit`."""
     world = processes(trainer)
     trainer.accumulate_grad_batches = accumulation_steps(batch_size, micro_batch_size, world)
-    log.info("effective batch: data.batch_size %d = micro batch %d x %d accumulated x %d process%s",
-             batch_size, micro_batch_size, trainer.accumulate_grad_batches, world, "" if world == 1 else "es")
+    if announce:
+        log.info("effective batch: data.batch_size %d = micro batch %d x %d accumulated x %d process%s",
+                 batch_size, micro_batch_size, trainer.accumulate_grad_batches, world, "" if world == 1 else "es")
 
 
 def newest_last_checkpoint(root: str) -> str:
@@ -230,87 +227,20 @@ def newest_last_checkpoint(root: str) -> str:
     return max(candidates, key=os.path.getmtime)
 
 
+def newest_checkpoint(root: str) -> str | None:
+    """The run's most recently written checkpoint (`last` or a step's), or None."""
+    candidates = glob.glob(os.path.join(root, CHECKPOINT_DIR, "*.ckpt"))
+    return max(candidates, key=os.path.getmtime) if candidates else None
+
+
 def check_ckpt_path(ckpt_path: str | None) -> None:
     if ckpt_path not in (None, "last", "best", "hpc") and not os.path.isfile(ckpt_path):
         raise NextaiError(f"checkpoint not found: {ckpt_path} (use a .ckpt file, or last for the newest one)")
 
 
-def _configure_logging() -> None:
-    from rich.logging import RichHandler
-
-    rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
-    logger = logging.getLogger("nextai")
-    logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
-    if not any(isinstance(h, RichHandler) for h in logger.handlers):
-        logger.addHandler(RichHandler(show_path=False, show_time=False, markup=False))
-    logger.propagate = False
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    # The budget counts the whole job: from the process start on the command line, from this call otherwise.
-    mark_job_start((process_started_at() if argv is None else None) or time.monotonic())
-    saved_argv = sys.argv
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
-    argv = [a for a in argv if a != "--debug"]
-    # Packs vary in length: expandable segments keep the CUDA caching allocator from fragmenting (read at CUDA
-    # initialization, so set here, before anything touches the GPU; a value the user set wins).
-    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-    _configure_logging()
-    try:
-        if argv and argv[0] in STANDALONE_COMMANDS:
-            module, function = STANDALONE_COMMANDS[argv[0]].split(":")
-            getattr(importlib.import_module(module), function)(argv[1:])
-        else:
-            # LightningCLI reads sys.argv; one source avoids its "both given" warning. Configs may extend others.
-            sys.argv = [sys.argv[0], *expand_extends(argv)]
-            NextaiCLI()
-    except (NextaiError, argparse.ArgumentError, MisconfigurationException, ValueError, ImportError) as err:
-        reported = user_error(err)
-        if debug or reported is None:
-            raise
-        print(f"nextai: error: {one_line(without_link_wrapper(str(reported)))}", file=sys.stderr)
-        sys.exit(2)
-    finally:
-        clear_job_start()
-        sys.argv = saved_argv
-
-
-def user_error(err: BaseException) -> BaseException | None:
-    """The error to report in one line, or None for a bug (a traceback). jsonargparse wraps errors raised while it
-    builds a class from the config (`keep_last_n: 0`, a logger whose package is missing) in a ValueError: the
-    cause is the message that names the value."""
-    if isinstance(err, (NextaiError, argparse.ArgumentError, MisconfigurationException)):
-        return err
-    cause = err
-    while cause is not None:
-        if isinstance(cause, (NextaiError, ImportError)):
-            return cause
-        cause = cause.__cause__ or cause.__context__
-    return err if raised_in(err, "jsonargparse") else None
-
-
-def raised_in(err: BaseException, package: str) -> bool:
-    """Whether `err` was raised by code of `package` (the innermost frame of its traceback)."""
-    tb = err.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and f"{os.sep}{package}{os.sep}" in tb.tb_frame.f_code.co_filename
-
-
-def without_link_wrapper(message: str) -> str:
-    """jsonargparse wraps an error raised while computing a linked value in the link's description: keep ours."""
-    return re.sub(r"^Call to compute_fn of link .*? failed: ", "", message, flags=re.DOTALL)
-
-
-def one_line(message: str) -> str:
-    """jsonargparse explains a bad value over several indented lines; users get them joined on one."""
-    line = ""
-    for part in (p.strip(" -") for p in message.strip().splitlines()):
-        if part:
-            line += part if not line else (" " if line.endswith(":") else "; ") + part
-    return line
-
-
-if __name__ == "__main__":
-    main()
+def run_lightning_cli(argv: Sequence[str]) -> None:
+    """A command that reads a training config (fit, validate, evaluate, ...), as `nextai.main` dispatches it."""
+    quiet_libraries()  # again: importing Lightning set its loggers back to INFO
+    # LightningCLI reads sys.argv; one source avoids its "both given" warning. Configs may extend others.
+    sys.argv = [sys.argv[0], *expand_extends(list(argv))]
+    NextaiCLI()

@@ -1,5 +1,5 @@
 """When the job started, for the wall-clock budget: the process start for `nextai ...` on the command line (imports
-and config parsing count), the call of `nextai.cli.main` otherwise; unset outside `main`."""
+and config parsing count), the call of `nextai.main.main` otherwise; unset outside `main`."""
 
 import os
 import time

@@ -24,7 +24,7 @@ def running_server():
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, nextai_cache) -> Path:
     """The tiny model fine-tuned for 6 steps on configs/tiny.yaml (Alpaca prompts): adapter, checkpoint, run files."""
-    from nextai.cli import main
+    from nextai.main import main
 
     run = tmp_path_factory.mktemp("tiny-run")
     main(["fit", "--config", TINY_CONFIG, "--trainer.default_root_dir", str(run), "--trainer.max_steps", "6"])

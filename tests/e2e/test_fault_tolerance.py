@@ -223,7 +223,7 @@ def test_sigterm_saves_at_a_step_boundary_and_exits_0(tmp_path, nextai_cache):
     processed = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["processed"]
     assert 3 <= step < 500 and processed == 2 * step  # never inside an accumulation window (2 micro batches)
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
-    assert f"nextai: stopped at step {step} (SIGTERM received" in err
+    assert f"stopping at step {step}: SIGTERM received" in err
     assert '"state": "stopped"' in (run / "run.json").read_text()
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nextai.cli import main
+from nextai.main import main
 
 pytestmark = pytest.mark.slow
 TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
@@ -99,6 +99,17 @@ def test_validate_restores_the_checkpoint(tiny_run, tmp_path):
     final_fit = column(metrics(tiny_run), "val_loss")[-1]
     assert restored[0] == pytest.approx(final_fit, abs=1e-4)  # the same weights, the same split
     assert fresh[0] > restored[0] + 0.3  # without the checkpoint: an untrained adapter
+
+
+def test_validate_scores_the_runs_newest_checkpoint_by_default_and_says_so(tiny_run, capfd):
+    """No --ckpt_path: the newest checkpoint of the run directory, named on stderr; not an untrained adapter."""
+    kept = (tiny_run / "metrics.csv").read_bytes()
+    newest = max((tiny_run / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    main(["validate", "--config", TINY, "--trainer.default_root_dir", str(tiny_run)])
+    assert f"validate: scoring {newest}" in capfd.readouterr().err
+    scored = column(metrics(tiny_run / "validate"), "val_loss")[-1]
+    assert scored == pytest.approx(column(metrics(tiny_run), "val_loss")[-1], abs=1e-4)
+    assert (tiny_run / "metrics.csv").read_bytes() == kept
 
 
 def test_validate_in_a_run_directory_keeps_the_training_records(tiny_run):

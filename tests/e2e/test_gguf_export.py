@@ -10,7 +10,7 @@ import pytest
 import torch
 from after_training import SMOL_CONFIG, TINY_CONFIG
 
-from nextai.cli import main
+from nextai.main import main
 
 pytestmark = pytest.mark.slow
 TEXTS = ["Give three tips for staying healthy.", "The capital of France is Paris. ÄÖü 123 {x}\n\tend  <|im_end|>"]

@@ -259,7 +259,7 @@ def test_a_full_queue_is_503_and_a_stream_past_its_timeout_ends_with_an_error(ti
 def test_nextai_serve_beyond_loopback_without_a_key_stops_before_loading(tmp_path, capsys, monkeypatch):
     from after_training import TINY_CONFIG
 
-    from nextai.cli import main
+    from nextai.main import main
 
     monkeypatch.delenv("NEXTAI_API_KEY", raising=False)
     with pytest.raises(SystemExit) as exit_info:

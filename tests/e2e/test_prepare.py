@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nextai.cli import NextaiCLI, main
+from nextai.cli import NextaiCLI
+from nextai.main import main
 from nextai.data.mixture import Mixture
 
 pytestmark = pytest.mark.slow

@@ -4,7 +4,7 @@ network is reached (tests run with HF_HUB_OFFLINE=1)."""
 import pytest
 from after_training import TINY_CONFIG
 
-from nextai.cli import main
+from nextai.main import main
 
 pytestmark = pytest.mark.slow
 

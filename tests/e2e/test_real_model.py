@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nextai.cli import main
+from nextai.main import main
 
 pytestmark = pytest.mark.slow
 SMOL = str(Path(__file__).resolve().parents[2] / "configs" / "smol.yaml")

@@ -6,7 +6,8 @@ import pytest
 
 from nextai.errors import NextaiError
 from nextai.eval.compare import main
-from nextai.eval.evaluate import EvaluationSettings, merge_results, read_results, write_results
+from nextai.eval.evaluate import EvaluationSettings, merge_results, write_results
+from nextai.eval.results import read_results
 
 MODEL = {"base_model": "tiny", "adapter": "a", "checkpoint": None, "quantization": "4-bit", "device": "cpu"}
 

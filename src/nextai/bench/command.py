@@ -1,7 +1,7 @@
 """`nextai bench`: time training recipes on a LLaMA shape with random NF4 weights and write the table.
 
     nextai bench --shape 70b --recipe report --recipe packed --recipe capped --recipe fast \\
-        --lengths v5-like --out benchmarks/results
+        --lengths v5-like --out benchmarks/results      # or --config bench.yaml (shape:, recipe: [...], ...)
 
 Builds (or reuses) the random NF4 checkpoint, then runs the recipes in child processes (one per group of recipes
 that share a loaded base), and writes `bench-SHAPE-LENGTHS.json` and `.md`: per recipe the peak allocated and
@@ -23,21 +23,22 @@ from nextai.atomic import write_json, write_text
 from nextai.bench.recipes import RECIPES, parse_recipe
 from nextai.bench.shapes import SHAPES
 from nextai.errors import NextaiError
+from nextai.options import command_parser, option, parse_command_args
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="nextai bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shape", default="70b", choices=sorted(SHAPES), help="LLaMA-2 architecture")
-    parser.add_argument("--model-dir", help="random NF4 checkpoint directory (built when missing)")
-    parser.add_argument("--recipe", action="append", dest="recipes",
-                        help=f"NAME[:key=value,...], repeatable; names: {', '.join(RECIPES)} (default: all)")
-    parser.add_argument("--lengths", action="append",
-                        help="v5-like | fixed:LENGTHxCOUNT | prepared:PATH; repeatable (default v5-like)")
-    parser.add_argument("--timed-batches", type=int, default=5, help="micro batches timed per recipe")
-    parser.add_argument("--out", default="benchmarks/results", help="directory for the JSON and markdown tables")
-    parser.add_argument("--timeout", type=float, default=540, help="seconds per child process")
-    parser.add_argument("--name", help="file name stem (default bench-SHAPE-LENGTHS)")
-    return parser.parse_args(argv)
+    parser = command_parser("nextai bench", __doc__.split("\n\n")[0])
+    option(parser, "shape", default="70b", choices=sorted(SHAPES), help="LLaMA-2 architecture")
+    option(parser, "model_dir", help="random NF4 checkpoint directory (built when missing)")
+    option(parser, "recipe", action="append", dest="recipes",
+           help=f"NAME[:key=value,...], repeatable; names: {', '.join(RECIPES)} (default: all)")
+    option(parser, "lengths", action="append",
+           help="v5-like | fixed:LENGTHxCOUNT | prepared:PATH; repeatable (default v5-like)")
+    option(parser, "timed_batches", type=int, default=5, help="micro batches timed per recipe")
+    option(parser, "out", default="benchmarks/results", help="directory for the JSON and markdown tables")
+    option(parser, "timeout", type=float, default=540, help="seconds per child process")
+    option(parser, "name", help="file name stem (default bench-SHAPE-LENGTHS)")
+    return parse_command_args(parser, argv)
 
 
 def groups(recipes) -> list[list]:

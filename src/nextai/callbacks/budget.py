@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from nextai.callbacks.boundary import StepBoundary
 from nextai.callbacks.stop import agreed, stop_run
@@ -43,6 +42,25 @@ def forecast_step(recent: list[float], sigmas: float) -> float:
         return 2 * recent[0]
     spread = statistics.pstdev(recent)
     return max(statistics.fmean(recent) + sigmas * spread, max(recent[-5:]))
+
+
+@dataclass(frozen=True)
+class BudgetEstimate:
+    """Where the run stands against its budget: time used and left, and once steps are measured and the run's
+    length is known, when it should end by itself or near which step the budget stops it."""
+
+    budget: str  # the limit as given (`24h`)
+    limit_s: float
+    elapsed_s: float  # of the whole job, earlier runs of a resumed job included
+    remaining_s: float
+    finish_s: float | None = None  # job time at which the run ends by itself (steps, validations, final save)
+    per_step_s: float | None = None  # median of the steady optimizer steps
+    total_steps: int | None = None  # optimizer steps the run trains (trainer.estimated_stepping_batches)
+    stop_step: int | None = None  # set when the budget ends the run first: the step it stops near
+
+    @property
+    def budget_stops_it(self) -> bool:
+        return self.stop_step is not None
 
 
 class WallClockBudget(Callback):
@@ -166,24 +184,36 @@ class WallClockBudget(Callback):
         log.info("budget: a checkpoint and adapter save takes %.2fs", elapsed)
         return elapsed
 
-    def _report_estimate(self, trainer: L.Trainer) -> None:
-        total_steps = trainer.estimated_stepping_batches
+    def estimate(self, trainer: L.Trainer) -> BudgetEstimate:
+        """Time used and left of the budget; with at least one measured step and a known number of steps, also when
+        the run ends (its remaining steps at the median step time, its validations and the final save), or near
+        which step the budget will stop it."""
+        elapsed, remaining = self.elapsed_s(), self.remaining_s()
+        known = BudgetEstimate(self.budget, self.limit_s, elapsed, remaining)
+        total_steps = trainer.estimated_stepping_batches if self.step_times else None
         if not total_steps or total_steps == float("inf"):
-            return
+            return known
         per_step = statistics.median(self._steady_steps())
         left = max(total_steps - trainer.global_step, 0)
         evaluations = (left * trainer.accumulate_grad_batches / trainer.val_check_batch
                        if trainer.enable_validation and trainer.val_check_batch not in (None, float("inf")) else 1)
-        finish = (self.elapsed_s() + left * per_step + evaluations * (self._validation_due(trainer) or 0)
-                  + (self.save_s or 0))
-        if finish > self.limit_s:
-            reachable = trainer.global_step + int(max(self.remaining_s() - self.margin_s, 0) / per_step)
-            rank_zero_warn(f"budget: at {per_step:.2f}s per step the run needs about {format_duration(finish)}, "
-                           f"more than its budget of {self.budget}; it will stop near step {reachable} of "
-                           f"{total_steps} with a resumable checkpoint and the adapter")
+        finish = elapsed + left * per_step + evaluations * (self._validation_due(trainer) or 0) + (self.save_s or 0)
+        stop_step = (trainer.global_step + int(max(remaining - self.margin_s, 0) / per_step)
+                     if finish > self.limit_s else None)
+        return BudgetEstimate(self.budget, self.limit_s, elapsed, remaining, finish, per_step, int(total_steps),
+                              stop_step)
+
+    def _report_estimate(self, trainer: L.Trainer) -> None:
+        estimate = self.estimate(trainer)
+        if estimate.finish_s is None or not trainer.is_global_zero:
+            return
+        if estimate.budget_stops_it:
+            log.warning("budget: at %.2fs per step the run needs about %s, more than its budget of %s; it will stop "
+                        "near step %s of %s with a resumable checkpoint and the adapter", estimate.per_step_s,
+                        format_duration(estimate.finish_s), self.budget, estimate.stop_step, estimate.total_steps)
         else:
-            rank_zero_info(f"budget: estimated to finish after {format_duration(finish)} of {self.budget} "
-                           f"({per_step:.2f}s per step, {total_steps} steps)")
+            log.info("budget: estimated to finish after %s of %s (%.2fs per step, %d steps)",
+                     format_duration(estimate.finish_s), self.budget, estimate.per_step_s, estimate.total_steps)
 
     def _stop(self, trainer: L.Trainer, reason: str, save: bool = True) -> None:
         self.stop_reason = f"budget: {reason}"

@@ -34,13 +34,19 @@ class RunStatus(Callback):
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S")
         self._fit_started = False  # bad input fails before: then nothing is written into the run directory
         self._carried_row: dict | None = None
+        self._trained_epoch: int | None = None  # the epoch of the last batch this run trained
+
+    def epoch(self, trainer: L.Trainer) -> int:
+        """The epoch the run is in, or last trained in: Lightning advances `current_epoch` when an epoch's loop
+        ends, also when `max_steps` or a stop ends it early, so after fit it names an epoch never begun."""
+        return self._trained_epoch if self._trained_epoch is not None else trainer.current_epoch
 
     def _write(self, trainer: L.Trainer, state: str, **extra) -> None:
         if not trainer.is_global_zero:
             return
         checkpoint = getattr(trainer.checkpoint_callback, "last_model_path", None) or None
         write_json(run_dir(trainer) / RUN_FILE, {
-            "state": state, "step": trainer.global_step, "epoch": trainer.current_epoch, "started": self.started,
+            "state": state, "step": trainer.global_step, "epoch": self.epoch(trainer), "started": self.started,
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid(), "resumed_from": trainer.ckpt_path,
             "checkpoint": checkpoint, **extra})
 
@@ -67,6 +73,9 @@ class RunStatus(Callback):
                     logger.drop_rows_from(trainer.global_step)
                     if self._carried_row is not None and resumes_its_own_run(trainer):
                         logger.add_row_if_missing(self._carried_row["step"], self._carried_row["metrics"])
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        self._trained_epoch = trainer.current_epoch
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         reasons = [c.stop_reason for c in trainer.callbacks if getattr(c, "stop_reason", None)]

@@ -1,11 +1,14 @@
 """Stopping a run cleanly at an optimizer-step boundary: one decision for every process, a resumable checkpoint,
 no validation that would not fit; the adapter is then written by the module at the end of fit."""
 
+import logging
+
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_info
 
 from nextai.callbacks.checkpoint import RunCheckpoint
 from nextai.rundir import CHECKPOINT_DIR, run_dir
+
+log = logging.getLogger(__name__)  # nextai's logger: INFO on rank 0 only (nextai.quiet)
 
 STOP_CHECKPOINT = "last.ckpt"  # without a RunCheckpoint; `--ckpt_path last` picks the newest last*.ckpt
 
@@ -22,7 +25,7 @@ def stop_run(trainer: L.Trainer, reason: str, skip_validation: bool, save: bool 
     if skip_validation:
         trainer.limit_val_batches = 0  # Lightning validates when should_stop is set; this one would not fit
         reason += "; the final validation is skipped"
-    rank_zero_info(f"stopping at step {trainer.global_step}: {reason}")
+    log.info("stopping at step %d: %s", trainer.global_step, reason)
     if not save:
         return None
     checkpoint = trainer.checkpoint_callback
@@ -32,5 +35,5 @@ def stop_run(trainer: L.Trainer, reason: str, skip_validation: bool, save: bool 
     else:
         path = str(run_dir(trainer) / CHECKPOINT_DIR / STOP_CHECKPOINT)
         trainer.save_checkpoint(path)
-    rank_zero_info(f"resumable checkpoint: {path} (resume with --ckpt_path last)")
+    log.info("resumable checkpoint: %s (resume with --ckpt_path last)", path)
     return path

@@ -1,6 +1,7 @@
 """`nextai compare RUN_DIR...`: the report's Table 8 for several evaluated runs, with each run's mean win rate.
 
     nextai compare runs/v1 runs/v5 runs/base [--names V1 V5 base] [--format csv] [--output table.csv]
+    nextai compare --config compare.yaml          # runs:, names:, format:, output: as keys
 
 Columns are MMLU, BBQ and TruthfulQA exact match and CNN/DailyMail ROUGE-2, as in Table 8; the mean win rate is
 HELM's over those columns (ties count half, a missing value is left out, not counted as a loss).
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from nextai.atomic import write_text
 from nextai.errors import NextaiError
-from nextai.eval.evaluate import RESULTS_JSON, read_results
+from nextai.options import command_parser, option, parse_command_args
+from nextai.eval.results import RESULTS_JSON, read_results
 from nextai.eval.tasks import table_columns
 from nextai.eval.winrate import mean_win_rates
 
@@ -24,12 +26,15 @@ WIN_RATE_HEADER = "Mean win rate"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="nextai compare", description=__doc__.split("\n\n")[0], exit_on_error=False)
+    parser = command_parser("nextai compare", __doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run directories holding evaluation.json (from nextai evaluate)")
-    parser.add_argument("--names", nargs="+", help="row names, one per run (default: the directory names)")
-    parser.add_argument("--format", choices=("markdown", "csv"), default="markdown", help="what to print")
-    parser.add_argument("--output", help="also write the table to this file (.csv for CSV, else markdown)")
-    return parser.parse_args(argv)
+    option(parser, "names", nargs="+", help="row names, one per run (default: the directory names)")
+    option(parser, "format", choices=("markdown", "csv"), default="markdown", help="what to print")
+    option(parser, "output", help="also write the table to this file (.csv for CSV, else markdown)")
+    args = parse_command_args(parser, argv)
+    if not args.runs:
+        raise NextaiError("nextai compare: give the run directories (or runs: in --config)")
+    return args
 
 
 def load_runs(runs: list[str], names: list[str] | None) -> list[tuple[str, dict]]:

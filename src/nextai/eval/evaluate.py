@@ -11,10 +11,11 @@ format it learned, so `auto` (the default) sends such a run each prompt as the u
 (`trained`), and every other run the raw prompt; either way a reply also ends at the template's end-of-turn token.
 """
 
-import json
+import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from nextai.atomic import write_json, write_text
 from nextai.errors import NextaiError
 from nextai.eval.generate import CHALLENGE_TOP_K, Decoding, count_tokens, first_tokens_text, generate
 from nextai.eval.prompting import InferencePrompt
+from nextai.eval.results import RESULTS_FORMAT, RESULTS_JSON, RESULTS_MARKDOWN, read_results
 from nextai.eval.instances import sample_in_context_examples, select_eval_instances, split_instances
 from nextai.eval.prompts import build_prompt
 from nextai.eval.sources import task_location
@@ -29,9 +31,6 @@ from nextai.eval.tasks import TASK_NAMES, Scenario, Task, build_task
 
 log = logging.getLogger(__name__)
 
-RESULTS_JSON = "evaluation.json"
-RESULTS_MARKDOWN = "evaluation.md"
-RESULTS_FORMAT = 1
 PROMPT_FORMATS = ("auto", "raw", "trained")
 
 
@@ -67,12 +66,20 @@ def uses_template(prompt_format: str, prompt: InferencePrompt | None) -> bool:
     return prompt_format == "trained" or prompt.format.chat
 
 
-def run_scenario(task: Task, scenario: Scenario, model, tokenizer, settings: EvaluationSettings,
-                 batch_size: int, prompt: InferencePrompt | None = None, templated: bool = False) -> dict:
-    train, evaluated = split_instances(scenario.instances)
+def chosen_instances(scenario: Scenario, settings: EvaluationSettings) -> list:
+    """The test instances a HELM run evaluates."""
+    _, evaluated = split_instances(scenario.instances)
     if not evaluated:
         raise NextaiError(f"{scenario.name}: the data has no validation or test instances")
-    chosen = select_eval_instances(evaluated, settings.limit, settings.seed)
+    return select_eval_instances(evaluated, settings.limit, settings.seed)
+
+
+def run_scenario(task: Task, scenario: Scenario, model, tokenizer, settings: EvaluationSettings,
+                 batch_size: int, prompt: InferencePrompt | None = None, templated: bool = False,
+                 on_batch: Callable[[int], None] | None = None) -> dict:
+    """One HELM run: its prompts generated, scored and aggregated; `on_batch(count)` after each generated batch."""
+    train, _ = split_instances(scenario.instances)
+    chosen = chosen_instances(scenario, settings)
     examples = sample_in_context_examples(train, scenario.format.max_train_instances, settings.seed)
     count = (lambda text: len(prompt.text_ids(text))) if templated else (lambda text: count_tokens(tokenizer, text))
     prompts = [build_prompt(scenario.format, examples, instance, count,
@@ -81,7 +88,8 @@ def run_scenario(task: Task, scenario: Scenario, model, tokenizer, settings: Eva
     started = time.perf_counter()
     inputs = [prompt.text_ids(p.text) for p in prompts] if templated else [p.text for p in prompts]
     stop_ids = prompt.stop_token_ids() if prompt is not None else ()
-    completions = generate(model, tokenizer, inputs, decoding_for(scenario, settings.seed, stop_ids), batch_size)
+    completions = generate(model, tokenizer, inputs, decoding_for(scenario, settings.seed, stop_ids), batch_size,
+                           on_batch=on_batch)
     texts = [c.text for c in completions]
     scores = [task.score(instance, text, scenario.format) for instance, text in zip(chosen, texts)]
     metrics = task.aggregate(chosen, texts, scores)
@@ -122,32 +130,55 @@ def load_tasks(tasks: Sequence[str], eval_data: str, task_data: dict[str, str] |
     return loaded
 
 
+@contextmanager
+def task_progress(enabled: bool = True):
+    """A rich Progress on standard error for one bar per task, nextai's log lines printed above it while it shows;
+    silent (disabled) when `enabled` is false or standard error is not a terminal."""
+    from rich.console import Console
+    from rich.logging import RichHandler
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    console = Console(stderr=True)
+    progress = Progress(TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("examples"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                        disable=not (enabled and console.is_terminal))
+    # The log handler draws on its own console: while the bars show, it prints through theirs, above them.
+    handlers = [] if progress.disable else [h for h in logging.getLogger("nextai").handlers
+                                            if isinstance(h, RichHandler)]
+    consoles = [h.console for h in handlers]
+    with progress:
+        for handler in handlers:
+            handler.console = console
+        try:
+            yield progress
+        finally:
+            for handler, previous in zip(handlers, consoles):
+                handler.console = previous
+
+
 def evaluate(model, tokenizer, tasks: Sequence[LoadedTask], settings: EvaluationSettings,
-             batch_size: int, prompt: InferencePrompt | None = None, templated: bool = False) -> dict[str, dict]:
-    """Results of each task: its metrics (HELM's mean over its runs) and each run's metrics and predictions."""
+             batch_size: int, prompt: InferencePrompt | None = None, templated: bool = False,
+             show_progress: bool = True) -> dict[str, dict]:
+    """Results of each task: its metrics (HELM's mean over its runs) and each run's metrics and predictions. With
+    `show_progress`, a bar per task on a terminal's standard error counts the examples generated."""
     evaluated = {}
-    for loaded in tasks:
-        scenarios = {scenario.name: run_scenario(loaded.task, scenario, model, tokenizer, settings, batch_size,
-                                                 prompt, templated)
-                     for scenario in loaded.scenarios}
-        evaluated[loaded.task.name] = {
-            "title": loaded.task.title, "data": loaded.location,
-            "metrics": loaded.task.combine({name: result["metrics"] for name, result in scenarios.items()}),
-            "scenarios": scenarios}
+    with task_progress(show_progress) as progress:
+        bars = {loaded.task.name: progress.add_task(
+                    loaded.task.title, total=sum(len(chosen_instances(s, settings)) for s in loaded.scenarios),
+                    start=False)  # every task's bar shows from the start; its clock starts with the task
+                for loaded in tasks}
+        for loaded in tasks:
+            progress.start_task(bars[loaded.task.name])
+            advance = functools.partial(progress.advance, bars[loaded.task.name])
+            scenarios = {scenario.name: run_scenario(loaded.task, scenario, model, tokenizer, settings, batch_size,
+                                                     prompt, templated, on_batch=advance)
+                         for scenario in loaded.scenarios}
+            evaluated[loaded.task.name] = {
+                "title": loaded.task.title, "data": loaded.location,
+                "metrics": loaded.task.combine({name: result["metrics"] for name, result in scenarios.items()}),
+                "scenarios": scenarios}
     return evaluated
-
-
-def read_results(run_directory: Path) -> dict | None:
-    path = Path(run_directory) / RESULTS_JSON
-    if not path.is_file():
-        return None
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise NextaiError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
-    if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT or "tasks" not in results:
-        raise NextaiError(f"{path}: not a nextai evaluation results file (format {RESULTS_FORMAT})")
-    return results
 
 
 def merge_results(previous: dict | None, model: dict, settings: EvaluationSettings, tasks: dict) -> dict:
@@ -218,7 +249,9 @@ def evaluate_run(trainer, module, adapter: str | None, ckpt_path: str | None, ta
     templated = uses_template(prompt_format, loaded.prompt)
     log.info("evaluation prompts: %s", f"in the run's format, {loaded.prompt.describe()}" if templated
              else "HELM's, as they are")
-    evaluated = evaluate(loaded.model, loaded.tokenizer, loaded_tasks, settings, batch_size, loaded.prompt, templated)
+    # The trainer has no progress bar callback under `--trainer.enable_progress_bar false`: no bars then either.
+    evaluated = evaluate(loaded.model, loaded.tokenizer, loaded_tasks, settings, batch_size, loaded.prompt, templated,
+                         show_progress=trainer.progress_bar_callback is not None)
     description = {**loaded.description, "prompts": loaded.prompt.format.describe() if templated else "raw"}
     results = merge_results(read_results(run_directory), description, settings, evaluated)
     json_path, markdown_path = write_results(run_directory, results)

@@ -344,13 +344,14 @@ def _generate_batch(model, tokenizer, prompts: list[list[int]], decoding: Decodi
 
 
 def generate(model, tokenizer, prompts: Sequence[Prompt], decoding: Decoding, batch_size: int = 8,
-             cancelled: Callable[[], bool] | None = None, on_text: TextCallback | None = None) -> list[Completion]:
+             cancelled: Callable[[], bool] | None = None, on_text: TextCallback | None = None,
+             on_batch: Callable[[int], None] | None = None) -> list[Completion]:
     """Complete every prompt; prompts of similar length share a batch (left-padded), results keep input order.
 
     A prompt is text (encoded with the tokenizer's special tokens, as HELM's prompts are) or token ids (a chat
     template's rendering, see `nextai.eval.prompting`). `cancelled` is polled before every decoding step; when it
     returns true, `GenerationCancelled` is raised. `on_text(index, piece)` gets each prompt's completion as it
-    grows (see the module docstring).
+    grows (see the module docstring); `on_batch(count)` the number of prompts completed by each batch (progress).
     """
     if decoding.max_new_tokens < 0:
         raise NextaiError(f"max_new_tokens must be 0 or more, got {decoding.max_new_tokens}")
@@ -376,6 +377,8 @@ def generate(model, tokenizer, prompts: Sequence[Prompt], decoding: Decoding, ba
             for index, completion in zip(batch, _generate_batch(model, tokenizer, [encoded[i] for i in batch],
                                                                 decoding, generator, cancelled, stream)):
                 results[index] = completion
+            if on_batch is not None:
+                on_batch(len(batch))
     finally:
         model.train(was_training)
     return results

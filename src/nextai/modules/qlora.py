@@ -12,7 +12,6 @@ from typing import Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 
 from nextai.atomic import atomic_path
@@ -363,7 +362,8 @@ class QLoRAModule(L.LightningModule):
 
     def on_train_end(self) -> None:
         path = self.save_adapter(run_dir(self.trainer) / ADAPTER_DIR)
-        rank_zero_info(f"adapter written to {path}")
+        if self.trainer.is_global_zero:
+            log.info("adapter written to %s", path)
 
 
 # The CLI's help for each flat setting is its field docstring in `nextai.modules.settings` (written once, there).
