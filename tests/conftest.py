@@ -12,6 +12,17 @@ for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"
     os.environ.setdefault(variable, "1")
 
 
+@pytest.fixture(autouse=True)
+def nextai_logs_reach_caplog():
+    """The CLI keeps nextai's log lines off the root logger (nextai.quiet); a test sees them in caplog, as long as
+    it does not run the CLI in between (those read stderr)."""
+    logger = logging.getLogger("nextai")
+    previous = logger.propagate
+    logger.propagate = True
+    yield
+    logger.propagate = previous
+
+
 @pytest.fixture(scope="session", autouse=True)
 def nextai_cache(tmp_path_factory):
     """Every session builds the tiny model and tokenized data in its own cache directory."""
