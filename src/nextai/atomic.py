@@ -1,6 +1,7 @@
 """Write files and directories so that a reader sees the old version or the new one, never half of one."""
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -64,3 +65,16 @@ def write_text(target: str | os.PathLike, text: str) -> None:
 
 def write_json(target: str | os.PathLike, data: Any) -> None:
     write_text(target, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_file` (made with its folder if missing): one process at a time builds a
+    cached artefact (the tiny model, a GGUF base's copy) while the others wait and then reuse it."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -6,17 +6,15 @@ The copy's cache key holds the file's SHA-256, so an edited or replaced file is 
 is kept by its path, size and modification time, so a 40 GB file is read once, not at every start.
 """
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
+from nextai.atomic import exclusive
 from nextai.errors import NextaiError, first_line
 from nextai.paths import default_cache_dir
 from nextai.tiny import TINY_NAME, ensure_tiny_model
@@ -75,17 +73,6 @@ def file_sha256(path: Path, cache_dir: Path) -> str:
     return index[key]
 
 
-@contextlib.contextmanager
-def _lock(directory: Path) -> Iterator[None]:
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".convert.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def ensure_gguf_copy(path: Path, cache_dir: Path | None = None) -> Path:
     """The cached safetensors copy of the GGUF model at `path`, converted on first use."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -93,7 +80,7 @@ def ensure_gguf_copy(path: Path, cache_dir: Path | None = None) -> Path:
     target = cache_dir / GGUF_CACHE / f"{path.stem}-{digest[:16]}-v{CONVERT_VERSION}"
     if (target / "config.json").exists():
         return target
-    with _lock(cache_dir / GGUF_CACHE):
+    with exclusive(cache_dir / GGUF_CACHE / ".convert.lock"):
         if (target / "config.json").exists():
             return target
         log.info("GGUF base %s: dequantizing into a safetensors copy in %s (once)", path, target)

@@ -6,8 +6,6 @@ quantized to 4-bit by bitsandbytes exactly like a hub model. Every dimension is 
 bitsandbytes' CPU 4-bit kernels need multiples of 32 on some CPUs.
 """
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -17,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from nextai.atomic import exclusive
 from nextai.data.samples import SAMPLES_DIR
 from nextai.paths import default_cache_dir
 
@@ -134,24 +133,13 @@ def build_tiny_model(directory: Path, seed: int = 0) -> None:
     tokenizer.save_pretrained(directory)
 
 
-@contextlib.contextmanager
-def _build_lock(cache_dir: Path) -> Iterator[None]:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / ".tiny.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def ensure_tiny_model(cache_dir: Path | None = None) -> Path:
     """The tiny model's directory, built on first use (a few seconds) and reused while the samples are unchanged."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     target = cache_dir / f"tiny-llama-{_samples_hash(SAMPLES_DIR)}"
     if (target / "config.json").exists():
         return target
-    with _build_lock(cache_dir):
+    with exclusive(cache_dir / ".tiny.lock"):
         if (target / "config.json").exists():
             return target
         log.info("building the tiny LLaMA and tokenizer in %s", target)

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from after_training import RunningServer
 
 from nextai.eval.generate import Decoding, generate
 
@@ -34,27 +35,6 @@ def post(url: str, body, raw: bytes | None = None, timeout: float = 60) -> tuple
         return error.code, json.loads(error.read() or b"{}")
 
 
-class Server:
-    """uvicorn running an app on a free loopback port in a background thread."""
-
-    def __init__(self, app) -> None:
-        import uvicorn
-
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def model_and_tokenizer():
     from nextai.data.tokenize import load_tokenizer
@@ -69,7 +49,7 @@ def model_and_tokenizer():
 def server(model_and_tokenizer):
     from nextai.serve.app import ServeLimits, create_app
 
-    running = Server(create_app(*model_and_tokenizer, ServeLimits(max_new_tokens=64, max_request_bytes=4096)))
+    running = RunningServer(create_app(*model_and_tokenizer, ServeLimits(max_new_tokens=64, max_request_bytes=4096)))
     yield running
     running.stop()
 
@@ -142,7 +122,7 @@ def test_full_queue_is_503_and_slow_requests_504(model_and_tokenizer):
     from nextai.serve.app import ServeLimits, create_app
 
     app = create_app(*model_and_tokenizer, ServeLimits(max_new_tokens=2000, queue_size=1, timeout=1.0))
-    running = Server(app)
+    running = RunningServer(app)
     try:
         slow = {"prompt": PROMPT, "max_new_tokens": 1900, "temperature": 0}
         answers = []
