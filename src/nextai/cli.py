@@ -18,7 +18,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from nextai.base_model import resolve_base_model
 from nextai.callbacks import PeakMemoryMonitor, WallClockBudget, always_on_callbacks
 from nextai.checkpoint_io import AtomicCheckpointIO
-from nextai.config_files import expand_extends
+from nextai.config_files import expand_config_args
 from nextai.data.batching import accumulation_steps, micro_batch_tokens
 from nextai.data.datamodule import InstructionDataModule
 from nextai.errors import NextaiError
@@ -65,7 +65,7 @@ class NextaiCLI(LightningCLI):
             # Parse errors raise instead of printing usage, so main() reports them in one line like any other.
             parser_kwargs={"exit_on_error": False, **{name: {"exit_on_error": False} for name in self.subcommands()}},
             auto_configure_optimizers=False,
-            args=expand_extends(args) if args is not None else None,  # main() expands sys.argv itself
+            args=expand_config_args(args) if args is not None else None,  # run_lightning_cli expands sys.argv itself
             run=run,
         )
 
@@ -242,5 +242,5 @@ def run_lightning_cli(argv: Sequence[str]) -> None:
     """A command that reads a training config (fit, validate, evaluate, ...), as `nextai.main` dispatches it."""
     quiet_libraries()  # again: importing Lightning set its loggers back to INFO
     # LightningCLI reads sys.argv; one source avoids its "both given" warning. Configs may extend others.
-    sys.argv = [sys.argv[0], *expand_extends(list(argv))]
+    sys.argv = [sys.argv[0], *expand_config_args(list(argv))]
     NextaiCLI()

@@ -6,8 +6,9 @@ LightningCLI merges several `--config` files in order, each one's values over th
 been used that way); `extends` only writes that order into the file, so `configs/v1.yaml` … `v7.yaml` say what
 differs from the report's recipe and nothing else. The base is read first, then the file without its `extends`.
 
-`expand_extends` also rewrites the logger shorthand (`--trainer.logger tensorboard`, `trainer: {logger: [tensorboard,
-wandb]}`; the words are nextai.loggers.SHORTHANDS) into the class paths LightningCLI parses.
+`expand_config_args` also rewrites the logger shorthand (`--trainer.logger tensorboard`,
+`trainer: {logger: [tensorboard, wandb]}`; the words are nextai.loggers.SHORTHANDS) into the class paths
+LightningCLI parses.
 """
 
 import json
@@ -19,9 +20,9 @@ from nextai.errors import NextaiError
 EXTENDS = "extends"
 
 
-def expand_extends(argv: Sequence[str]) -> list[str]:
+def expand_config_args(argv: Sequence[str]) -> list[str]:
     """`argv` as LightningCLI reads it: configs that extend others expanded (`expand_chains`), then the logger
-    shorthand words rewritten into class paths."""
+    shorthand words rewritten into class paths (`--trainer.logger` and `trainer.logger` in the configs)."""
     expanded = expand_chains(argv)
     rewritten: list[str] = []
     for index, arg in enumerate(expanded):

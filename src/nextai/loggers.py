@@ -42,6 +42,7 @@ class RunCSVLogger(Logger):
         super().__init__()
         self._directory = os.fspath(save_dir)
         self._rows: list[dict[str, Any]] = []
+        self._header: list[str] | None = None  # metrics.csv's columns as last read or written (None: read it)
         self._hparams: dict[str, Any] = {}
 
     @property
@@ -88,14 +89,17 @@ class RunCSVLogger(Logger):
         if not self._rows:
             return
         rows, self._rows = self._rows, []
-        fields, written = read_metrics(self.metrics_path)
-        new = set().union(*rows) - set(fields)
+        if self._header is None:  # once per run, not at every logged row: appending needs the header alone
+            self._header = read_header(self.metrics_path)
+        new = set().union(*rows) - set(self._header)
         os.makedirs(self._directory, exist_ok=True)
         if new or not os.path.isfile(self.metrics_path):
-            write_metrics(self.metrics_path, sorted([*fields, *new]), [*written, *rows])
+            fields, written = read_metrics(self.metrics_path)
+            self._header = sorted(set(fields).union(*rows))
+            write_metrics(self.metrics_path, self._header, [*written, *rows])
             return
         with open(self.metrics_path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=fields).writerows(rows)
+            csv.DictWriter(f, fieldnames=self._header).writerows(rows)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
@@ -119,6 +123,14 @@ class RunCSVLogger(Logger):
             return
         self.log_metrics(metrics, step=step)
         self.save()
+
+
+def read_header(path: str) -> list[str]:
+    """A metrics.csv's columns; none for a missing file."""
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="") as f:
+        return next(csv.reader(f), [])
 
 
 def read_metrics(path: str) -> tuple[list[str], list[dict[str, str]]]:
