@@ -172,17 +172,13 @@ def nf4_to_fp8(packed: torch.Tensor, quant_state, scales: dict[str, torch.Tensor
     import triton
 
     from nextai.modules import fp8_kernels
+    from nextai.modules.nf4_dequant import absmax_arguments
 
     n_rows, n_cols = quant_state.shape
     if out is None:
         out = torch.empty((n_cols, n_rows) if transposed else (n_rows, n_cols), dtype=E4M3, device=packed.device)
     table = quant_state.code.to(device=packed.device, dtype=torch.float32)
-    if quant_state.nested:
-        state2 = quant_state.state2
-        absmax = (quant_state.absmax, state2.absmax, state2.code, quant_state.offset.reshape(1))
-    else:
-        plain = quant_state.absmax.float()
-        absmax = (plain, plain, plain, plain)  # the nested arguments are unused
+    absmax = absmax_arguments(quant_state)
     inverse = scales["col_inverse" if transposed else "row_inverse"]
     grid = (triton.cdiv(n_rows, WEIGHT_ROWS), n_cols // quant_state.blocksize)
     fp8_kernels.nf4_to_fp8_kernel[grid](

@@ -89,6 +89,16 @@ _KERNEL = None
 BLOCKS, WARPS = 64, 4
 
 
+def absmax_arguments(quant_state) -> tuple[torch.Tensor, ...]:
+    """The four block-scale arguments of nextai's NF4 kernels (this one and fp8_kernels'): with double quantization
+    the 8-bit absmax, its own absmax and code and the offset; without it, the fp32 absmax (the others unused)."""
+    if quant_state.nested:
+        state2 = quant_state.state2
+        return quant_state.absmax, state2.absmax, state2.code, quant_state.offset.reshape(1)
+    absmax = quant_state.absmax.float()
+    return absmax, absmax, absmax, absmax
+
+
 def triton_dequantize_nf4(packed: torch.Tensor, quant_state, dtype: torch.dtype, blocks: int = BLOCKS,
                           warps: int = WARPS, out: torch.Tensor | None = None) -> torch.Tensor:
     """The weight of shape `quant_state.shape` in `dtype` (bf16 or fp16), in one fused kernel (into `out`, a
@@ -103,12 +113,7 @@ def triton_dequantize_nf4(packed: torch.Tensor, quant_state, dtype: torch.dtype,
     n_elements = out.numel()
     n_blocks = triton.cdiv(n_elements, quant_state.blocksize)
     table = quant_state.code.to(device=packed.device, dtype=torch.float32)
-    if quant_state.nested:
-        state2 = quant_state.state2
-        scales = (quant_state.absmax, state2.absmax, state2.code, quant_state.offset.reshape(1))
-    else:
-        absmax = quant_state.absmax.float()
-        scales = (absmax, absmax, absmax, absmax)  # the nested arguments are unused
+    scales = absmax_arguments(quant_state)
     _KERNEL[(triton.cdiv(n_blocks, blocks),)](
         packed.reshape(-1).view(torch.uint8), *scales, table, out, n_elements, (n_elements + 1) // 2, n_blocks,
         HALF=quant_state.blocksize // 2, NESTED=quant_state.nested, BLOCKS=blocks, num_warps=warps,

@@ -21,22 +21,28 @@ class FaithDial(NativeSource):
     conversational = True
 
     def convert(self, row: Row) -> AlpacaRecord | None:
+        if (parts := self.parts(row)) is None:
+            return None
+        context, question, reply = parts
+        return self.example(question, reply, context)
+
+    def convert_messages(self, row: Row) -> ChatRecord | None:
+        """The knowledge (and the conversation so far) as the system turn, the seeker's last turn, then the faithful
+        reply. Each FaithDial row is one reply and the earlier replies are rows of their own, so they stay context
+        here rather than being trained a second time."""
+        if (parts := self.parts(row)) is None:
+            return None
+        context, question, reply = parts
+        return self.conversation([("system", context), ("user", question), ("assistant", reply)])
+
+    @staticmethod
+    def parts(row: Row) -> tuple[str, str, str] | None:
+        """(the knowledge and the conversation so far, the seeker's last turn, the faithful reply), or None for a
+        row without a turn to answer."""
         history = row.texts("history")
         if not history:
             return None
         context = f"Knowledge: {row.text('knowledge').strip()}"
         if len(history) > 1:
             context += "\n\nConversation so far:\n" + transcript(history[:-1], last_speaker="Assistant")
-        return self.example(history[-1], row.text("response"), context)
-
-    def convert_messages(self, row: Row) -> ChatRecord | None:
-        """The knowledge (and the conversation so far) as the system turn, the seeker's last turn, then the faithful
-        reply. Each FaithDial row is one reply and the earlier replies are rows of their own, so they stay context
-        here rather than being trained a second time."""
-        history = row.texts("history")
-        if not history:
-            return None
-        system = f"Knowledge: {row.text('knowledge').strip()}"
-        if len(history) > 1:
-            system += "\n\nConversation so far:\n" + transcript(history[:-1], last_speaker="Assistant")
-        return self.conversation([("system", system), ("user", history[-1]), ("assistant", row.text("response"))])
+        return context, history[-1], row.text("response")
