@@ -3,11 +3,12 @@
 #   gpu_70b_h.sh cap     the peer with offloaded checkpointing (4 x 1024), then nextai capped, bf16 and fp8
 #   gpu_70b_h.sh fast    (same warm machine, after cap) nextai fast, bf16 and fp8, on the checkpoint cap built
 #   gpu_70b_h.sh nogc    the peer without checkpointing, then fast bf16/fp8 and V5-like hours of fast-fp8 and capped-fp8
+#   gpu_70b_h.sh v5cap   (an H100, where nogc cannot run) V5-like hours of capped bf16 and capped fp8
 #   gpu_70b_h.sh tests   every @pytest.mark.gpu test
 # One `device` call each, from the repository root, carrying .whl (nextai's wheels), .whlpeer and .peers (the peer:
 # ../shared/peers/unsloth_vs_plain.py and build_nf4_checkpoint.py, copied; wheels as ../shared/peers/README.md says).
 set -uo pipefail
-arm=${1:?usage: gpu_70b_h.sh cap|fast|nogc|tests}
+arm=${1:?usage: gpu_70b_h.sh cap|fast|nogc|v5cap|tests}
 source benchmarks/scripts/gpu_env.sh
 source benchmarks/scripts/gpu_70b_lib.sh
 FP8=base_matmul=fp8
@@ -26,6 +27,10 @@ case "$arm" in
     peer peer-nogc.log --unsloth-env UVP_UNSLOTH_GC=false
     bench 330 bench-70b-h-nogc $FIXED --lengths v5-like --recipe fast --recipe fast:$FP8 --recipe capped:$FP8
     allocator bench-70b-h-nogc ;;
+  v5cap)
+    build
+    bench 420 bench-70b-h-v5cap --lengths v5-like --recipe capped --recipe capped:$FP8
+    allocator bench-70b-h-v5cap ;;
   tests)
     timeout 500 python3 -m pytest -m gpu tests -q -p no:cacheprovider 2>&1 | tee $OUT/gpu-tests.log | tail -4 ;;
   *) echo "unknown arm $arm"; exit 2 ;;
