@@ -4,11 +4,14 @@
 #   gpu_70b_h.sh fast    (same warm machine, after cap) nextai fast, bf16 and fp8, on the checkpoint cap built
 #   gpu_70b_h.sh nogc    the peer without checkpointing, then fast bf16/fp8 and V5-like hours of fast-fp8 and capped-fp8
 #   gpu_70b_h.sh v5cap   (an H100, where nogc cannot run) V5-like hours of capped bf16 and capped fp8
+#   gpu_70b_h.sh alloc   the allocator's retries under the cap: capped fp8 and bf16 with torch's default caching, then
+#                        with garbage_collection_threshold (cached blocks reclaimed before the cap forces a retry),
+#                        on expandable segments (nextai's default) and on fixed ones
 #   gpu_70b_h.sh tests   every @pytest.mark.gpu test
 # One `device` call each, from the repository root, carrying .whl (nextai's wheels), .whlpeer and .peers (the peer:
 # ../shared/peers/unsloth_vs_plain.py and build_nf4_checkpoint.py, copied; wheels as ../shared/peers/README.md says).
 set -uo pipefail
-arm=${1:?usage: gpu_70b_h.sh cap|fast|nogc|v5cap|tests}
+arm=${1:?usage: gpu_70b_h.sh cap|fast|nogc|v5cap|alloc|tests}
 source benchmarks/scripts/gpu_env.sh
 source benchmarks/scripts/gpu_70b_lib.sh
 FP8=base_matmul=fp8
@@ -31,6 +34,14 @@ case "$arm" in
     build
     bench 420 bench-70b-h-v5cap --lengths v5-like --recipe capped --recipe capped:$FP8
     allocator bench-70b-h-v5cap ;;
+  alloc)
+    [ -d /tmp/nextai-bench/70b-nf4 ] || build
+    bench 200 bench-70b-h-alloc-default $FIXED --recipe capped:$FP8 --recipe capped
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True,garbage_collection_threshold:0.9 \
+      bench 120 bench-70b-h-alloc-gc90 $FIXED --recipe capped:$FP8
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:False,garbage_collection_threshold:0.9 \
+      bench 120 bench-70b-h-alloc-gc90-fixed-segments $FIXED --recipe capped:$FP8
+    for name in default gc90 gc90-fixed-segments; do allocator bench-70b-h-alloc-$name; done ;;
   tests)
     timeout 500 python3 -m pytest -m gpu tests -q -p no:cacheprovider 2>&1 | tee $OUT/gpu-tests.log | tail -4 ;;
   *) echo "unknown arm $arm"; exit 2 ;;
