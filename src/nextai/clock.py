@@ -4,6 +4,8 @@ and config parsing count), the call of `nextai.main.main` otherwise; unset outsi
 import os
 import time
 
+DEFAULT_BUDGET = "24h"  # budget.limit where a config sets none
+
 _started_at: float | None = None
 
 

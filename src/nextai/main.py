@@ -1,6 +1,7 @@
 """`nextai`: the command line's entry point. It imports nothing heavy itself, so `nextai --help`, `--version` and
-the commands that need neither torch nor Lightning (`compare`) start in about a second; Lightning is imported
-only for the commands that read a training config (`nextai.cli`).
+the commands that need neither torch nor Lightning (`compare`, and `plan` given `--lengths`: `nextai.bench.plan_cli`)
+start in about a second; Lightning is imported only for the commands that read a whole training config
+(`nextai.cli`).
 
     nextai fit --config configs/tiny.yaml [--model.lora_r 8] [--budget.limit 90m] [--print_config]
     nextai validate --config configs/tiny.yaml                 # the run's newest checkpoint
@@ -29,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "fit": ("train: 4-bit base + LoRA, inside the wall-clock budget", None),
     "validate": ("validation loss of the run's newest checkpoint (or --ckpt_path)", None),
     "prepare": ("build the data mixture and show what the model will read (--show N)", None),
-    "plan": ("hours, memory and budget of a run, from measured speed", None),
+    "plan": ("hours, memory and budget of a run, from measured speed", "nextai.bench.plan_cli:main"),
     "evaluate": ("the challenge's HELM tasks on the trained model", None),
     "chat": ("talk to the trained model in the terminal", None),
     "serve": ("OpenAI-compatible and challenge HTTP API on the trained model", None),

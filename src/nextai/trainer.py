@@ -184,13 +184,12 @@ class NextaiTrainer(L.Trainer):
                             self.budget_limit_s(), model.settings.memory.memory_budget, devices, ddp_efficiency)
 
     def budget_limit_s(self) -> float:
-        """The configured `budget.limit` in seconds; without a budget callback, `WallClockBudget`'s default."""
-        import inspect
-
+        """The configured `budget.limit` in seconds; without a budget callback, the default budget."""
         from nextai.callbacks.budget import WallClockBudget
+        from nextai.clock import DEFAULT_BUDGET
         from nextai.units import parse_duration
 
         budget = next((c for c in self.callbacks if isinstance(c, WallClockBudget)), None)
         if budget is not None:
             return budget.limit_s
-        return parse_duration(inspect.signature(WallClockBudget).parameters["limit"].default, "budget.limit")
+        return parse_duration(DEFAULT_BUDGET, "budget.limit")

@@ -1,5 +1,6 @@
 """Bad input ends with one line naming the culprit, exit status 2, and nothing written."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,23 @@ def test_plan_on_the_committed_70b_table(capsys):
           "--budget.limit", "24h"])
     out = capsys.readouterr().out
     assert "fastest that fits: bench fast (v5-like), 2.7 h" in out
+
+
+def test_plan_reads_its_config_as_lightningcli_does(capsys, monkeypatch):
+    """With --lengths, plan reads budget, memory cap and epochs itself (no Lightning): the same plan LightningCLI's
+    NextaiTrainer.plan prints from the same arguments."""
+    from nextai.cli import run_lightning_cli
+
+    monkeypatch.setattr(sys, "argv", ["nextai"])
+    table = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "bench-70b-v5.json"
+    args = ["plan", "--config", TINY, "--bench", str(table), "--lengths", "fixed:300x200", "--budget.limit", "30m",
+            "--model.memory_budget", "38GiB", "--devices", "2", "--trainer.max_epochs", "3"]
+    main(args)
+    quick = capsys.readouterr().out
+    run_lightning_cli(args)
+    assert capsys.readouterr().out == quick
+    words = " ".join(quick.split())  # rich wraps the title
+    assert "3 epoch(s); budget 0.5 h, memory cap 38.0 GiB" in words and "x 2 GPUs (projected)" in words
 
 
 @pytest.mark.parametrize("override, message", [

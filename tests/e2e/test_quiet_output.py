@@ -41,7 +41,7 @@ def test_prepare_then_a_short_fit_print_only_nextais_lines(tmp_path, nextai_cach
     assert "trainable parameters: 524,288 of 2,229,504" in done.stderr  # nextai's count, not Lightning's table
 
 
-def test_help_version_and_compare_start_without_torch(tmp_path):
+def test_help_version_compare_and_plan_start_without_lightning(tmp_path):
     probe = ("import sys, runpy; sys.argv = ['nextai', *sys.argv[1:]]\n"
              "try:\n    runpy.run_module('nextai', run_name='__main__')\n"
              "except SystemExit:\n    pass\n"
@@ -51,6 +51,17 @@ def test_help_version_and_compare_start_without_torch(tmp_path):
         done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120)
         print(args, f"{time.monotonic() - start:.2f}s")
         assert done.stdout.strip().splitlines()[-1] == "IMPORTED", (args, done.stdout[-500:], done.stderr[-500:])
+    run = tmp_path / "run"  # a run's measured speed alone: plan needs neither torch nor Lightning
+    run.mkdir()
+    (run / "metrics.csv").write_text("step,train/tokens_per_sec\n5,1000\n10,1000\n")
+    table = str(Path(TINY).parents[1] / "benchmarks" / "results" / "bench-70b-v5.json")
+    plan = ["plan", "--config", TINY, "--lengths", "v5-like"]
+    for args, imported in (([*plan, "--run", str(run)], ""), ([*plan, "--bench", table], " torch")):
+        start = time.monotonic()  # with --bench torch's generator orders the batches, as in training
+        done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120)
+        print(args[-2:], f"{time.monotonic() - start:.2f}s")
+        assert "nextai plan: v5-like" in done.stdout, done.stderr[-2000:]
+        assert done.stdout.strip().splitlines()[-1] == "IMPORTED" + imported, (args, done.stderr[-500:])
     listed = subprocess.run([sys.executable, "-m", "nextai", "--help"], capture_output=True, text=True).stdout
     for command in ("fit", "validate", "prepare", "plan", "evaluate", "chat", "serve", "export", "push", "bench",
                     "compare"):

@@ -24,7 +24,7 @@ from nextai.bench.lengths import lengths_from_spec
 from nextai.bench.recipes import Recipe
 from nextai.bench.shapes import parameter_count, SHAPES, VOCAB
 from nextai.data.collate import PadCollator
-from nextai.data.batching import accumulation_steps, micro_batch_tokens
+from nextai.data.batching import accumulation_steps, compute_tokens, micro_batch_tokens
 from nextai.data.packing import PackCollator, PackedBatchSampler
 from nextai.data.sampler import MicroBatchSampler
 from nextai.errors import first_line
@@ -56,11 +56,6 @@ def epoch_plan(recipe: Recipe, lengths: list[int]) -> list[list[int]]:
     if data["packing"]:
         return PackedBatchSampler(lengths, data["pack_length"], seed=0).batches()
     return MicroBatchSampler(lengths, data["micro_batch_size"], data["batch_size"], seed=0).batches()
-
-
-def compute_tokens(batch: list[int], lengths: list[int], packed: bool) -> int:
-    """Tokens the GPU processes: a pack's real tokens, or a padded micro batch's rows x longest row."""
-    return sum(lengths[i] for i in batch) if packed else len(batch) * max(lengths[i] for i in batch)
 
 
 def pick_timed(plan: list[list[int]], lengths: list[int], packed: bool, count: int) -> list[list[int]]:

@@ -14,11 +14,7 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from nextai.bench.child import compute_tokens
-from nextai.bench.recipes import parse_recipe
-from nextai.data.batching import accumulation_steps
-from nextai.data.packing import PackedBatchSampler
-from nextai.data.sampler import MicroBatchSampler
+from nextai.data.batching import accumulation_steps, compute_tokens
 from nextai.errors import NextaiError
 from nextai.units import gib
 
@@ -40,7 +36,11 @@ class Projection:
 
 def micro_batches(lengths: list[int], packing: bool, pack_length: int, micro_batch_size: int,
                   batch_size: int) -> list[list[int]]:
-    """One epoch's micro batches as nextai's samplers would cut them."""
+    """One epoch's micro batches as nextai's samplers would cut them (torch's generator orders them: imported here,
+    so a plan from a run's speed alone starts without torch)."""
+    from nextai.data.packing import PackedBatchSampler
+    from nextai.data.sampler import MicroBatchSampler
+
     if packing:
         return PackedBatchSampler(lengths, pack_length, seed=0).batches()
     return MicroBatchSampler(lengths, micro_batch_size, batch_size, seed=0).batches()
@@ -48,6 +48,8 @@ def micro_batches(lengths: list[int], packing: bool, pack_length: int, micro_bat
 
 def project_bench_row(row: dict, lengths: list[int], epochs: int) -> Projection:
     """Apply one bench row's time model to these lengths, batched as that row's recipe batches."""
+    from nextai.bench.recipes import parse_recipe
+
     data = parse_recipe(row["recipe"]).data_kwargs()
     clipped = [min(n, data["cutoff_len"]) for n in lengths]
     plan = micro_batches(clipped, data["packing"], data["pack_length"], data["micro_batch_size"], data["batch_size"])

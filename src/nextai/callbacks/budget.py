@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import Callback
 
 from nextai.callbacks.boundary import StepBoundary
 from nextai.callbacks.stop import agreed, stop_run
-from nextai.clock import job_started_at
+from nextai.clock import DEFAULT_BUDGET, job_started_at
 from nextai.rundir import CHECKPOINT_DIR, run_dir
 from nextai.units import format_duration, parse_duration
 
@@ -79,7 +79,8 @@ class WallClockBudget(Callback):
         estimate_after: optimizer steps measured before the run's total duration is estimated and reported.
     """
 
-    def __init__(self, limit: str = "24h", margin: str = "30s", sigmas: float = 3.0, estimate_after: int = 5) -> None:
+    def __init__(self, limit: str = DEFAULT_BUDGET, margin: str = "30s", sigmas: float = 3.0,
+                 estimate_after: int = 5) -> None:
         self.budget = limit
         self.limit_s = parse_duration(limit, "budget.limit")
         self.margin_s = parse_duration(margin, "budget.margin")

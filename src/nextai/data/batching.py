@@ -25,3 +25,9 @@ def accumulation_steps(batch_size: int, micro_batch_size: int, processes: int = 
 def micro_batch_tokens(packing: bool, pack_length: int, micro_batch_size: int, cutoff_len: int) -> int:
     """The most tokens one micro batch can hold (linked into the model, which sizes its memory plan by it)."""
     return pack_length if packing else micro_batch_size * cutoff_len
+
+
+def compute_tokens(batch: list[int], lengths: list[int], packed: bool) -> int:
+    """Tokens the GPU processes for the micro batch of examples `batch`: a pack's real tokens, or a padded micro
+    batch's rows x longest row (what `nextai bench` times and `nextai plan` projects)."""
+    return sum(lengths[i] for i in batch) if packed else len(batch) * max(lengths[i] for i in batch)

@@ -9,7 +9,6 @@ import bisect
 from collections.abc import Sequence
 
 import torch
-from transformers import DataCollatorWithFlattening
 
 from nextai.data.sampler import EpochBatchSampler
 from nextai.errors import NextaiError
@@ -83,6 +82,8 @@ class PackCollator:
     `num_tokens` and `num_slots` (= pack_length) for the packing efficiency."""
 
     def __init__(self, pack_length: int) -> None:
+        from transformers import DataCollatorWithFlattening  # here: `nextai plan` cuts packs without transformers
+
         self.pack_length = pack_length
         self.flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100,
                                                   return_flash_attn_kwargs=True)
