@@ -86,3 +86,18 @@ def test_no_import_cycle_in_nextai():
 def test_the_entry_point_imports_nothing_heavy():
     """`nextai --help` starts at once: nextai.main imports only small nextai modules at the top level."""
     assert import_graph()["nextai.main"] <= {"nextai", "nextai.clock", "nextai.errors", "nextai.quiet"}
+
+
+def test_the_packages_load_their_classes_on_first_use():
+    """`nextai.modules` and `nextai.data` import QLoRAModule / DatasetSource only when asked (configs name them as
+    `class_path: nextai.data.DatasetSource`), so `nextai plan` reads the batch arithmetic without Lightning."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, nextai.modules.settings, nextai.data.batching, nextai.bench.plan\n"
+             "print(*sorted(m for m in ('lightning', 'transformers', 'datasets', 'peft') if m in sys.modules))\n"
+             "from nextai.data import DatasetSource\nfrom nextai.modules import QLoRAModule\n"
+             "print(DatasetSource.__module__, QLoRAModule.__module__)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["", "nextai.data.dataset nextai.modules.qlora"]
