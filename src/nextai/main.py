@@ -1,7 +1,6 @@
 """`nextai`: the command line's entry point. It imports nothing heavy itself, so `nextai --help`, `--version` and
-the commands that need neither torch nor Lightning (`compare`, and `plan` given `--lengths`: `nextai.bench.plan_cli`)
-start in about a second; Lightning is imported only for the commands that read a whole training config
-(`nextai.cli`).
+`compare` start in about a second; Lightning is imported only for the commands that read a whole training config
+(`nextai.cli`), which `plan` given `--lengths` does not (`nextai.bench.plan_cli`).
 
     nextai fit --config configs/tiny.yaml [--model.lora_r 8] [--budget.limit 90m] [--print_config]
     nextai validate --config configs/tiny.yaml                 # the run's newest checkpoint
