@@ -3,6 +3,7 @@
 #   gpu_70b_h.sh cap     the peer with offloaded checkpointing (4 x 1024), then nextai capped, bf16 and fp8
 #   gpu_70b_h.sh fast    (same warm machine, after cap) nextai fast, bf16 and fp8, on the checkpoint cap built
 #   gpu_70b_h.sh nogc    the peer without checkpointing, then fast bf16/fp8 and V5-like hours of fast-fp8 and capped-fp8
+#   gpu_70b_h.sh nogc-short  the same comparison for fast fp8 alone (fits what is left of a session's device time)
 #   gpu_70b_h.sh v5cap   (an H100, where nogc cannot run) V5-like hours of capped bf16 and capped fp8
 #   gpu_70b_h.sh alloc   the allocator's retries under the cap: capped fp8 and bf16 with torch's default caching, then
 #                        with garbage_collection_threshold (cached blocks reclaimed before the cap forces a retry),
@@ -11,7 +12,7 @@
 # One `device` call each, from the repository root, carrying .whl (nextai's wheels), .whlpeer and .peers (the peer:
 # ../shared/peers/unsloth_vs_plain.py and build_nf4_checkpoint.py, copied; wheels as ../shared/peers/README.md says).
 set -uo pipefail
-arm=${1:?usage: gpu_70b_h.sh cap|fast|nogc|v5cap|alloc|tests}
+arm=${1:?usage: gpu_70b_h.sh cap|fast|nogc|nogc-short|v5cap|alloc|tests}
 source benchmarks/scripts/gpu_env.sh
 source benchmarks/scripts/gpu_70b_lib.sh
 FP8=base_matmul=fp8
@@ -29,6 +30,11 @@ case "$arm" in
     build
     peer peer-nogc.log --unsloth-env UVP_UNSLOTH_GC=false
     bench 330 bench-70b-h-nogc $FIXED --lengths v5-like --recipe fast --recipe fast:$FP8 --recipe capped:$FP8
+    allocator bench-70b-h-nogc ;;
+  nogc-short)
+    build
+    peer peer-nogc.log --unsloth-env UVP_UNSLOTH_GC=false
+    bench 240 bench-70b-h-nogc $FIXED --lengths v5-like --recipe fast:$FP8
     allocator bench-70b-h-nogc ;;
   v5cap)
     build
