@@ -9,6 +9,8 @@ from pathlib import Path
 
 import lightning as L
 
+from nextai.bench.plan import DDP_EFFICIENCY
+
 
 class NextaiTrainer(L.Trainer):
     """The Trainer of `nextai`: `fit` and `validate` as in Lightning, plus nextai's own subcommands."""
@@ -167,7 +169,7 @@ class NextaiTrainer(L.Trainer):
 
     def plan(self, model: L.LightningModule, datamodule: L.LightningDataModule, bench: str | None = None,
              run: str | None = None, lengths: str | None = None, devices: int = 1,
-             ddp_efficiency: float = 0.9) -> str:
+             ddp_efficiency: float = DDP_EFFICIENCY) -> str:
         """How long the configured data takes with measured step times, whether it fits `budget.limit` and
         `model.memory_budget`, and which measured recipe would.
 

@@ -54,3 +54,17 @@ def test_anything_else_goes_to_lightningcli(argv):
 def test_bad_values_are_named(override, message):
     with pytest.raises(NextaiError, match=message):
         read_plan_args(["--config", str(CONFIGS / "v5.yaml"), "--lengths", "v5-like", *override])
+
+
+def test_the_reader_knows_the_plan_subcommands_arguments_and_defaults():
+    """The options read here are NextaiTrainer.plan's own (LightningCLI builds the subcommand from its signature)."""
+    import inspect
+
+    from nextai.bench.plan_cli import PLAN_ARGUMENTS
+    from nextai.trainer import NextaiTrainer
+
+    parameters = inspect.signature(NextaiTrainer.plan).parameters
+    assert set(PLAN_ARGUMENTS) == set(parameters) - {"self", "model", "datamodule"}
+    args = read_plan_args(["--config", str(CONFIGS / "v5.yaml"), "--lengths", "v5-like"])
+    assert (args.bench, args.run, args.devices, args.ddp_efficiency) == tuple(
+        parameters[name].default for name in ("bench", "run", "devices", "ddp_efficiency"))
