@@ -60,15 +60,20 @@ def test_twenty_jittered_budgets_never_overrun(tmp_path, monkeypatch):
 
 
 def test_a_budget_counts_the_whole_process(tmp_path):
-    """On the command line the clock starts with the process: imports and config parsing count too. The margin
-    must cover what follows the run: the interpreter's exit takes about 2 s here (torch and friends unloading)."""
+    """On the command line the clock starts with the process: imports and config parsing count too (9-12 s of
+    this 2-core machine's start-up; a clock started after them would overrun by that much). The margin must cover
+    what follows the run: the interpreter's exit takes about 2 s here, more on a loaded machine (torch and friends
+    unloading). The first step
+    cannot be forecast, so the budget leaves room for several after start-up: at 15 s a loaded machine's start-up
+    left one unforecast step and the process ended at 16.9 s."""
     run = tmp_path / "run"
     start = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "nextai", "fit", "--config", TINY, "--trainer.max_epochs", "100",
-                             "--budget.limit", "15s", "--budget.margin", "3s", "--trainer.default_root_dir", str(run),
+                             "--budget.limit", "25s", "--budget.margin", "5s", "--trainer.default_root_dir", str(run),
                              "--trainer.enable_progress_bar", "false", "--trainer.callbacks", "[]"],
                             capture_output=True, text=True, timeout=300)
     wall = time.monotonic() - start
     assert result.returncode == 0, result.stderr[-2000:]
-    print(f"budget 15s, process wall {wall:.2f}s")
-    assert wall < 15 and (run / "adapter" / "adapter_model.safetensors").is_file()
+    print(f"budget 25s, process wall {wall:.2f}s")
+    assert wall < 25 and (run / "adapter" / "adapter_model.safetensors").is_file()
+    assert wall > 15  # it trained on: the budget, not the start-up, ended it
