@@ -4,13 +4,8 @@ Needs a tokenizer, never the model. `AlpacaSource` and `DatasetSource` (the name
 `class_path: nextai.data.DatasetSource`) are imported on first use, so the samplers and the batch arithmetic
 load without `datasets` and transformers."""
 
-import importlib
+from nextai.lazy import lazy_exports
 
-_LAZY = {"AlpacaSource": "nextai.data.dataset", "DatasetSource": "nextai.data.dataset"}
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+_EXPORTS = {"AlpacaSource": "nextai.data.dataset", "DatasetSource": "nextai.data.dataset"}
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -3,13 +3,8 @@
 `QLoRAModule` and `Quantization` are imported on first use, so a light submodule (`nextai.modules.settings` for
 `nextai plan`) does not pull in Lightning, transformers and peft with it."""
 
-import importlib
+from nextai.lazy import lazy_exports
 
-_LAZY = {"QLoRAModule": "nextai.modules.qlora", "Quantization": "nextai.modules.quantization"}
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+_EXPORTS = {"QLoRAModule": "nextai.modules.qlora", "Quantization": "nextai.modules.quantization"}
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
