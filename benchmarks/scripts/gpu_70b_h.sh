@@ -8,11 +8,15 @@
 #   gpu_70b_h.sh alloc   the allocator's retries under the cap: capped fp8 and bf16 with torch's default caching, then
 #                        with garbage_collection_threshold (cached blocks reclaimed before the cap forces a retry),
 #                        on expandable segments (nextai's default) and on fixed ones
+#   gpu_70b_h.sh retries what the allocator's retries under the cap cost: capped fp8 and bf16 held to their 36.5 GiB
+#                        plan, the same plans with the allocator uncapped, then fp8 planned for 36 GiB under a 36.5
+#                        GiB cap (a 0.5 GiB margin between the allocated peak and the cap: refused at 70B, whose
+#                        smallest step is 36.4 GiB; the row records that)
 #   gpu_70b_h.sh tests   every @pytest.mark.gpu test
 # One `device` call each, from the repository root, carrying .whl (nextai's wheels), .whlpeer and .peers (the peer:
 # ../shared/peers/unsloth_vs_plain.py and build_nf4_checkpoint.py, copied; wheels as ../shared/peers/README.md says).
 set -uo pipefail
-arm=${1:?usage: gpu_70b_h.sh cap|fast|nogc|nogc-short|v5cap|alloc|tests}
+arm=${1:?usage: gpu_70b_h.sh cap|fast|nogc|nogc-short|v5cap|alloc|retries|tests}
 source benchmarks/scripts/gpu_env.sh
 source benchmarks/scripts/gpu_70b_lib.sh
 FP8=base_matmul=fp8
@@ -48,6 +52,12 @@ case "$arm" in
     PYTORCH_CUDA_ALLOC_CONF=expandable_segments:False,garbage_collection_threshold:0.9 \
       bench 120 bench-70b-h-alloc-gc90-fixed-segments $FIXED --recipe capped:$FP8
     for name in default gc90 gc90-fixed-segments; do allocator bench-70b-h-alloc-$name; done ;;
+  retries)
+    [ -d /tmp/nextai-bench/70b-nf4 ] || build
+    bench 170 bench-70b-h-retries-plan $FIXED --recipe capped:$FP8 --recipe capped
+    bench 170 bench-70b-h-retries-off $FIXED --recipe capped:$FP8 --recipe capped --allocator-cap off
+    bench 110 bench-70b-h-retries-margin $FIXED --recipe capped:$FP8,memory_budget=36GiB --allocator-cap 36.5GiB
+    for name in plan off margin; do allocator bench-70b-h-retries-$name; done ;;
   tests)
     timeout 500 python3 -m pytest -m gpu tests -q -p no:cacheprovider 2>&1 | tee $OUT/gpu-tests.log | tail -4 ;;
   *) echo "unknown arm $arm"; exit 2 ;;

@@ -31,7 +31,8 @@ from nextai.errors import first_line
 from nextai.modules.loading import load_causal_lm
 from nextai.modules.optim import build_optimizer
 from nextai.modules.qlora import QLoRAModule
-from nextai.units import gib
+from nextai.modules.memory_plan import cap_allocator
+from nextai.units import gib, parse_memory
 
 
 def matmul_tflops(device: torch.device) -> float:
@@ -107,6 +108,7 @@ def run_recipe(recipe: Recipe, job: dict, base, device: torch.device, rate: floa
                          micro_batch_tokens=tokens_per_micro, **recipe.model_kwargs())
     try:
         module.build_on(base, device)
+        recap_allocator(job.get("allocator_cap", "plan"), device)
         return measure(recipe, {**job, "lengths_spec": lengths_spec}, module, plan, lengths, device, rate)
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0, torch.cuda.current_device())  # a recipe's cap ends with it
@@ -118,6 +120,15 @@ def run_recipe(recipe: Recipe, job: dict, base, device: torch.device, rate: floa
         del module
         gc.collect()
         torch.cuda.empty_cache()
+
+
+def recap_allocator(spec: str, device: torch.device) -> None:
+    """Hold torch's allocator to `spec` once the recipe's memory plan is made: `plan` leaves the plan's own cap,
+    `off` lifts it (the same plan, no allocator retries), a size caps the allocator there instead."""
+    if spec == "off":
+        torch.cuda.set_per_process_memory_fraction(1.0, device.index or torch.cuda.current_device())
+    elif spec != "plan":
+        cap_allocator(parse_memory(spec, "--allocator-cap"), device)
 
 
 def measure(recipe: Recipe, job: dict, module: QLoRAModule, plan: list[list[int]], lengths: list[int],
@@ -178,7 +189,7 @@ def measure(recipe: Recipe, job: dict, module: QLoRAModule, plan: list[list[int]
         "accumulation": accumulation, "attention": model.config._attn_implementation,
         "memory_plan": module.memory_plan.summary() if module.memory_plan else None,
         "peak_allocated_gib": round(gib(peak_alloc), 2), "peak_reserved_gib": round(gib(peak_reserved), 2),
-        "allocator": allocator,
+        "allocator": allocator, "allocator_cap": job.get("allocator_cap", "plan"),
         "step_s": round(full_step_s, 3), "step_tokens": accumulation * full_step_tokens,
         "tokens_per_s": round(tokens_per_s, 1),
         "matmul_fraction": round(flops_per_token * tokens_per_s / (rate * 1e12), 3),

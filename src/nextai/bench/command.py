@@ -24,6 +24,7 @@ from nextai.bench.recipes import RECIPES, parse_recipe
 from nextai.bench.shapes import SHAPES
 from nextai.errors import NextaiError
 from nextai.options import command_parser, option, parse_command_args
+from nextai.units import parse_memory
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -38,7 +39,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     option(parser, "out", default="benchmarks/results", help="directory for the JSON and markdown tables")
     option(parser, "timeout", type=float, default=540, help="seconds per child process")
     option(parser, "name", help="file name stem (default bench-SHAPE-LENGTHS)")
-    return parse_command_args(parser, argv)
+    option(parser, "allocator_cap", default="plan",
+           help="plan (torch's allocator held to each recipe's memory budget, as training does) | off (the same "
+                "memory plan, allocator uncapped) | SIZE such as 37GiB: what the cap's allocator retries cost")
+    args = parse_command_args(parser, argv)
+    if args.allocator_cap not in ("plan", "off"):
+        parse_memory(args.allocator_cap, "--allocator-cap")  # one line naming the value, before any GPU work
+    return args
 
 
 def groups(recipes) -> list[list]:
@@ -51,7 +58,8 @@ def groups(recipes) -> list[list]:
 
 def run_group(group, args, model_dir: Path, rate: float | None) -> tuple[list[dict], float | None]:
     job = {"model_dir": str(model_dir), "shape": args.shape, "lengths": args.lengths,
-           "timed_batches": args.timed_batches, "matmul_tflops": rate, "recipes": [asdict(r) for r in group]}
+           "timed_batches": args.timed_batches, "matmul_tflops": rate,
+           "allocator_cap": args.allocator_cap, "recipes": [asdict(r) for r in group]}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(job, f)
     results = []
@@ -84,23 +92,29 @@ def markdown(rows: list[dict], header: dict) -> str:
              f"transformers {header['transformers']}, bitsandbytes {header['bitsandbytes']}; {header['date']}.",
              f"Command: `{header['command']}`", "",
              "| recipe | lengths | micro batch | attention | peak alloc GiB | peak reserved GiB | step s (tokens) "
-             "| real tokens/s | % bf16 matmul | hours for the lengths |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| allocator retries | real tokens/s | % bf16 matmul | hours for the lengths |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["status"] != "ok":
             lines.append(f"| {r['recipe']} | {r.get('lengths', '')} | {r['status']}: {r.get('error', '')} "
-                         "| | | | | | | |")
+                         "| | | | | | | | |")
             continue
         lines.append(f"| {r['recipe']} | {r['lengths']} | {r['micro_batch']} | {r['attention']} | "
                      f"{r['peak_allocated_gib']} | "
-                     f"{r['peak_reserved_gib']} | {r['step_s']} ({r['step_tokens']}) | {r['tokens_per_s']:,.0f} | "
+                     f"{r['peak_reserved_gib']} | {r['step_s']} ({r['step_tokens']}) | "
+                     f"{r.get('allocator', {}).get('alloc_retries', '')} | {r['tokens_per_s']:,.0f} | "
                      f"{100 * r['matmul_fraction']:.0f}% | {r['epoch_hours']} |")
     described = {}
     for r in rows:
         plan = f" Memory plan ({r['lengths']}): {r['memory_plan']}." if r.get("memory_plan") else ""
+        if r.get("memory_plan") and r.get("allocator_cap", "plan") != "plan":
+            plan += (" Torch's allocator uncapped (`--allocator-cap off`)." if r["allocator_cap"] == "off" else
+                     f" Torch's allocator held to {r['allocator_cap']} instead (`--allocator-cap`).")
         described[r["recipe"]] = described.get(r["recipe"], f"- `{r['recipe']}`: {r['description']}") + plan
     lines += ["", "Recipes:", *described.values()]
     lines += ["", "Real tokens/s and hours: K micro batches timed (forward + backward), `time = a + b x tokens` "
-              "fitted, summed over every micro batch of the distribution, plus the optimizer steps. "
+              "fitted, summed over every micro batch of the distribution, plus the optimizer steps. Allocator retries: "
+              "torch's caching allocator freeing its cache to stay under the cap, in the timed micro batches. "
               "% bf16 matmul: (4N + 2N x recomputed share) FLOPs per token x tokens/s over the measured rate."]
     return "\n".join(lines) + "\n"
 
