@@ -125,10 +125,9 @@ def run_recipe(recipe: Recipe, job: dict, base, device: torch.device, rate: floa
 def recap_allocator(spec: str, device: torch.device) -> None:
     """Hold torch's allocator to `spec` once the recipe's memory plan is made: `plan` leaves the plan's own cap,
     `off` lifts it (the same plan, no allocator retries), a size caps the allocator there instead."""
-    if spec == "off":
-        torch.cuda.set_per_process_memory_fraction(1.0, device.index or torch.cuda.current_device())
-    elif spec != "plan":
-        cap_allocator(parse_memory(spec, "--allocator-cap"), device)
+    if spec != "plan":
+        cap_allocator(torch.cuda.get_device_properties(device).total_memory if spec == "off"
+                      else parse_memory(spec, "--allocator-cap"), device)
 
 
 def measure(recipe: Recipe, job: dict, module: QLoRAModule, plan: list[list[int]], lengths: list[int],

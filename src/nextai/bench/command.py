@@ -107,7 +107,7 @@ def markdown(rows: list[dict], header: dict) -> str:
     described = {}
     for r in rows:
         plan = f" Memory plan ({r['lengths']}): {r['memory_plan']}." if r.get("memory_plan") else ""
-        if r.get("memory_plan") and r.get("allocator_cap", "plan") != "plan":
+        if r.get("allocator_cap", "plan") != "plan":
             plan += (" Torch's allocator uncapped (`--allocator-cap off`)." if r["allocator_cap"] == "off" else
                      f" Torch's allocator held to {r['allocator_cap']} instead (`--allocator-cap`).")
         described[r["recipe"]] = described.get(r["recipe"], f"- `{r['recipe']}`: {r['description']}") + plan
