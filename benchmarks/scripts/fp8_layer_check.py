@@ -114,10 +114,7 @@ def projection_rows() -> list[dict]:
 
 
 def layer_rows(out: Path) -> list[dict]:
-    from profile_70b_layers import KINDS, SHAPE, profile_report
-
-    KINDS.insert(0, ("NF4 -> e4m3 and row quantization (nextai Triton)",
-                     r"^(nf4_to_fp8_kernel|quantize_rows_kernel)$"))
+    from profile_70b_layers import SHAPE, profile_report  # its kinds name the FP8 kernels
 
     from nextai.bench.build import build_random_nf4
     from nextai.bench.child import make_batch

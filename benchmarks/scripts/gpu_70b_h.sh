@@ -4,6 +4,12 @@
 #   gpu_70b_h.sh fast    (same warm machine, after cap) nextai fast, bf16 and fp8, on the checkpoint cap built
 #   gpu_70b_h.sh nogc    the peer without checkpointing, then fast bf16/fp8 and V5-like hours of fast-fp8 and capped-fp8
 #   gpu_70b_h.sh nogc-short  the same comparison for fast fp8 alone (fits what is left of a session's device time)
+#   gpu_70b_h.sh nogc-h100   the whole H100 beside the peer without checkpointing: the peer fits 1 and maybe 2 x 1024
+#                        tokens a step there (4 x 1024 needs 122 GiB), so nextai runs its whole-card fast recipe at
+#                        packs of 4096 and at the peer's tokens a step
+#   gpu_70b_h.sh small   why fast fp8 at 1024 tokens a step trails the peer there: 4-layer profiles (layers kept) of
+#                        nextai fp8 and bf16 at 1024 tokens, Unsloth without checkpointing at 1 x 1024, then nextai
+#                        fp8 at 4096 (kernel time by kind, and how busy the GPU is)
 #   gpu_70b_h.sh v5cap   (an H100, where nogc cannot run) V5-like hours of capped bf16 and capped fp8
 #   gpu_70b_h.sh alloc   the allocator's retries under the cap: capped fp8 and bf16 with torch's default caching, then
 #                        with garbage_collection_threshold (cached blocks reclaimed before the cap forces a retry),
@@ -16,7 +22,7 @@
 # One `device` call each, from the repository root, carrying .whl (nextai's wheels), .whlpeer and .peers (the peer:
 # ../shared/peers/unsloth_vs_plain.py and build_nf4_checkpoint.py, copied; wheels as ../shared/peers/README.md says).
 set -uo pipefail
-arm=${1:?usage: gpu_70b_h.sh cap|fast|nogc|nogc-short|v5cap|alloc|retries|tests}
+arm=${1:?usage: gpu_70b_h.sh cap|fast|nogc|nogc-short|nogc-h100|small|v5cap|alloc|retries|tests}
 source benchmarks/scripts/gpu_env.sh
 source benchmarks/scripts/gpu_70b_lib.sh
 FP8=base_matmul=fp8
@@ -40,6 +46,21 @@ case "$arm" in
     peer peer-nogc.log --unsloth-env UVP_UNSLOTH_GC=false
     bench 240 bench-70b-h-nogc $FIXED --lengths v5-like --recipe fast:$FP8
     allocator bench-70b-h-nogc ;;
+  nogc-h100)
+    build
+    peer peer-nogc-h100.log --unsloth-env UVP_UNSLOTH_GC=false --cases 1x1024,2x1024
+    bench 260 bench-70b-h-nogc-h100 $FIXED --recipe fast --recipe fast:$FP8 --recipe fast:$FP8,pack_length=1024 \
+      --recipe fast:$FP8,pack_length=2048
+    allocator bench-70b-h-nogc-h100 ;;
+  small)
+    TABLES="sed -n /^#.GPU/,/^|.kernel/p;/Error/p"
+    for run in "1024 keep fp8" "1024 keep bf16"; do
+      timeout 80 python3 benchmarks/scripts/profile_70b_layers.py $OUT/profile $run 2>&1 | $TABLES
+    done
+    peer_wheels
+    UNSLOTH_COMPILE_LOCATION=/tmp/unsloth_compiled_cache timeout 150 \
+      python3 benchmarks/scripts/profile_peer_70b_layers.py $OUT/profile keep 1x1024 2>&1 | $TABLES
+    timeout 80 python3 benchmarks/scripts/profile_70b_layers.py $OUT/profile 4096 keep fp8 2>&1 | $TABLES ;;
   v5cap)
     build
     bench 420 bench-70b-h-v5cap --lengths v5-like --recipe capped --recipe capped:$FP8

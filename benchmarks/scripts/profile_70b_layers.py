@@ -9,7 +9,9 @@ kernels, as markdown to OUT/profile-70b-layers-PACK-POLICY.md. `keep` turns reco
 layers). `capped` and `fast` profile the whole 80-layer model of `nextai bench` (/tmp/nextai-bench/70b-nf4) with
 that recipe: its memory plan, offloading and allocator cap.
 
-    python benchmarks/scripts/profile_70b_layers.py OUT_DIR [PACK_TOKENS (2048)] [recompute|keep|capped|fast]
+    python benchmarks/scripts/profile_70b_layers.py OUT_DIR [PACK_TOKENS (2048)] [recompute|keep|capped|fast] [bf16|fp8]
+
+The last argument is `model.base_matmul` (the file name then ends in `-fp8`).
 """
 
 import os
@@ -31,6 +33,7 @@ from nextai.modules.qlora import QLoRAModule
 SHAPE = "70b-4-layers"
 SHAPES[SHAPE] = {**SHAPES["70b"], "num_hidden_layers": 4}
 KINDS = [  # first match wins
+    ("NF4 -> e4m3 and row quantization (nextai Triton)", r"^(nf4_to_fp8_kernel|quantize_rows_kernel)$"),
     ("NF4 dequantize (bitsandbytes)", r"dequant|kDequantize"),
     ("attention (varlen / flash)", r"flash|fmha|attention|varlen"),
     ("GEMM", r"gemm|cutlass|xmma|nvjet|cublas|sm90_|sm100_"),
@@ -94,7 +97,7 @@ def profile_report(step, title: str, layers: int, steps: int = 3) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(out: Path, pack: int, policy: str) -> None:
+def main(out: Path, pack: int, policy: str, base_matmul: str = "bf16") -> None:
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda")
     if policy in ("capped", "fast"):  # the whole model, planned and capped as that recipe is
@@ -104,6 +107,7 @@ def main(out: Path, pack: int, policy: str) -> None:
     else:
         directory, layers, recipe = build_random_nf4(SHAPE, f"/tmp/nextai-bench/{SHAPE}"), 4, RECIPES["kernels"]
         options = {**recipe.model_kwargs(), "gradient_checkpointing": policy == "recompute"}
+    options["base_matmul"] = base_matmul
     module = QLoRAModule(base_model=str(directory), cutoff_len=1024, packing=True, micro_batch_tokens=pack,
                          **options)
     module.build_model(device)
@@ -118,16 +122,17 @@ def main(out: Path, pack: int, policy: str) -> None:
 
     retries = torch.cuda.memory_stats(device).get("num_alloc_retries", 0)
     text = profile_report(step, f"GPU time of a 70B-shaped layer stack, `{recipe.name}` recipe, {pack}-token packs, "
-                                f"layers {policy}", layers=layers)
+                                f"layers {policy}, base GEMMs {base_matmul}", layers=layers)
     retries = torch.cuda.memory_stats(device).get("num_alloc_retries", 0) - retries
     text += (f"\nAllocator retries in these {3 + 3 + 3} micro steps: {retries}; peak reserved "
              f"{torch.cuda.max_memory_reserved(device) / 2**30:.2f} GiB.\n")
     if module.memory_plan is not None:
         text += f"Memory plan: {module.memory_plan.summary()}.\n"
-    (out / f"profile-70b-layers-{pack}-{policy}.md").write_text(text)
+    suffix = "-fp8" if base_matmul == "fp8" else ""
+    (out / f"profile-70b-layers-{pack}-{policy}{suffix}.md").write_text(text)
     print(text)
 
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 2048,
-         sys.argv[3] if len(sys.argv) > 3 else "recompute")
+         sys.argv[3] if len(sys.argv) > 3 else "recompute", sys.argv[4] if len(sys.argv) > 4 else "bf16")
