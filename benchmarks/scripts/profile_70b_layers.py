@@ -34,7 +34,7 @@ SHAPE = "70b-4-layers"
 SHAPES[SHAPE] = {**SHAPES["70b"], "num_hidden_layers": 4}
 KINDS = [  # first match wins
     ("NF4 -> e4m3 and row quantization (nextai Triton)", r"^(nf4_to_fp8_kernel|quantize_rows_kernel)$"),
-    ("NF4 dequantize (bitsandbytes)", r"dequant|kDequantize"),
+    ("NF4 dequantize (bitsandbytes or nextai Triton)", r"dequant|kDequantize"),
     ("attention (varlen / flash)", r"flash|fmha|attention|varlen"),
     ("GEMM", r"gemm|cutlass|xmma|nvjet|cublas|sm90_|sm100_"),
     ("copies and casts", r"copy|cast|convert|to_copy|memcpy|memset|fill"),
