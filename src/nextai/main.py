@@ -128,7 +128,7 @@ def without_link_wrapper(message: str) -> str:
 def one_line(message: str) -> str:
     """jsonargparse explains a bad value over several indented lines; users get them joined on one."""
     line = ""
-    for part in (p.strip(" -") for p in message.strip().splitlines()):
+    for part in (re.sub(r"^- +", "", p.strip()) for p in message.strip().splitlines()):  # its bullets, not --options
         if part:
             line += part if not line else (" " if line.endswith(":") else "; ") + part
     return line

@@ -143,3 +143,22 @@ def test_bad_format_settings_write_nothing(tmp_path, capsys, override, message):
                         "--data.source", "bundled:alpaca_tiny.jsonl", *override], capsys)
     assert message in line
     assert not run.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "--allocator-cap", "lots"], "--allocator-cap: cannot read 'lots' as a memory size"),
+    (["compare", "--config", "/nope.yaml"], "--config /nope.yaml: file not found"),
+    (["plan", "--config", TINY, "--run", "runs/x", "--lengths", "fixed:bad"], "--lengths fixed:bad: expected"),
+])
+def test_the_one_line_keeps_the_option_it_names(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith(f"nextai: error: {message}")
+
+
+def test_jsonargparse_bullets_join_on_one_line():
+    from nextai.main import one_line
+
+    assert one_line("Does not validate:\n  - Expected an int. Got: x\n  - Expected None. Got: x") == \
+        "Does not validate: Expected an int. Got: x; Expected None. Got: x"
