@@ -147,6 +147,10 @@ def test_bad_format_settings_write_nothing(tmp_path, capsys, override, message):
 
 @pytest.mark.parametrize("argv, message", [
     (["bench", "--allocator-cap", "lots"], "--allocator-cap: cannot read 'lots' as a memory size"),
+    # named before the GPU is looked for (on a GPU machine: before a 70B base is loaded for each child)
+    (["bench", "--lengths", "fixed:x"], "--lengths fixed:x: expected fixed:LENGTHxCOUNT"),
+    (["bench", "--lengths", "fixed:0x400"], "--lengths fixed:0x400: LENGTH and COUNT must be at least 1"),
+    (["bench", "--recipe", "nope"], "unknown recipe 'nope'"),
     (["compare", "--config", "/nope.yaml"], "--config /nope.yaml: file not found"),
     (["plan", "--config", TINY, "--run", "runs/x", "--lengths", "fixed:bad"], "--lengths fixed:bad: expected"),
 ])

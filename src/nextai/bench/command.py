@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from nextai.atomic import write_json, write_text
+from nextai.bench.lengths import lengths_from_spec
 from nextai.bench.recipes import RECIPES, parse_recipe
 from nextai.bench.shapes import SHAPES
 from nextai.errors import NextaiError
@@ -122,13 +123,15 @@ def markdown(rows: list[dict], header: dict) -> str:
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     args.lengths = args.lengths or ["v5-like"]
+    recipes = [parse_recipe(spec) for spec in (args.recipes or list(RECIPES))]
+    for spec in args.lengths:  # a typo is named now, not by each child after it loaded the base
+        lengths_from_spec(spec)
     import torch
 
     if not torch.cuda.is_available():
         raise NextaiError("nextai bench needs a CUDA GPU")
     from nextai.bench.build import build_random_nf4
 
-    recipes = [parse_recipe(spec) for spec in (args.recipes or list(RECIPES))]
     model_dir = Path(args.model_dir or f"/tmp/nextai-bench/{args.shape}-nf4")
     started = time.time()
     build_random_nf4(args.shape, model_dir)

@@ -36,6 +36,8 @@ def lengths_from_spec(spec: str) -> list[int]:
             length, count = (int(x) for x in spec.removeprefix("fixed:").lower().split("x"))
         except ValueError:
             raise NextaiError(f"--lengths {spec}: expected fixed:LENGTHxCOUNT, e.g. fixed:1024x400") from None
+        if length < 1 or count < 1:
+            raise NextaiError(f"--lengths {spec}: LENGTH and COUNT must be at least 1, e.g. fixed:1024x400")
         return [length] * count
     if spec.startswith("prepared:"):
         import datasets
