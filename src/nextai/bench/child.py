@@ -98,6 +98,24 @@ def timed(fn, device) -> float:
     return time.perf_counter() - start
 
 
+def optimizer_seconds(optimizer, params: list[torch.Tensor], timer, repeats: int = 3) -> float:
+    """Median seconds of `repeats` optimizer steps (step + zero_grad), each on the gradients the timed micro batches
+    left: they are set again before every step (`zero_grad(set_to_none=True)` clears them, and an optimizer skips
+    a parameter without a gradient, so a step after the first would time nothing)."""
+    gradients = [p.grad.detach().clone() if p.grad is not None else None for p in params]
+
+    def step():
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    seconds = []
+    for _ in range(repeats):
+        for p, g in zip(params, gradients):
+            p.grad = None if g is None else g.clone()
+        seconds.append(timer(step))
+    return statistics.median(seconds)
+
+
 def run_recipe(recipe: Recipe, job: dict, base, device: torch.device, rate: float, lengths_spec: str) -> dict:
     data = recipe.data_kwargs()
     packed = data["packing"]
@@ -159,8 +177,7 @@ def measure(recipe: Recipe, job: dict, module: QLoRAModule, plan: list[list[int]
             seen.add(size)
         seconds = timed(lambda: losses.append(micro_step(batch).item()), device)
         samples.append((size, seconds))
-    optimizer_s = statistics.median(timed(lambda: (optimizer.step(), optimizer.zero_grad(set_to_none=True)), device)
-                                    for _ in range(3))
+    optimizer_s = optimizer_seconds(optimizer, params, lambda fn: timed(fn, device))
     peak_alloc, peak_reserved = torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_reserved(device)
     stats = torch.cuda.memory_stats(device)
     allocator = {"inactive_split_peak_gib": round(gib(stats.get("inactive_split_bytes.all.peak", 0)), 2),
