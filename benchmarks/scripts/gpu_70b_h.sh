@@ -18,11 +18,15 @@
 #                        plan, the same plans with the allocator uncapped, then fp8 planned for 36 GiB under a 36.5
 #                        GiB cap (a 0.5 GiB margin between the allocated peak and the cap: refused at 70B, whose
 #                        smallest step is 36.4 GiB; the row records that)
+#   gpu_70b_h.sh host    where a short fp8 step's time goes on the host: profiles of the whole 80-layer fast model
+#                        at 1024 tokens, fp8 then bf16 (CPU ops and Python functions with their self CPU time, where
+#                        each synchronization comes from), then the whole-H100 table again beside the peer at 1 x 1024
+#                        with the optimizer step timed on real gradients (bench children before it timed it on none)
 #   gpu_70b_h.sh tests   every @pytest.mark.gpu test
 # One `device` call each, from the repository root, carrying .whl (nextai's wheels), .whlpeer and .peers (the peer:
 # ../shared/peers/unsloth_vs_plain.py and build_nf4_checkpoint.py, copied; wheels as ../shared/peers/README.md says).
 set -uo pipefail
-arm=${1:?usage: gpu_70b_h.sh cap|fast|nogc|nogc-short|nogc-h100|small|v5cap|alloc|retries|tests}
+arm=${1:?usage: gpu_70b_h.sh cap|fast|nogc|nogc-short|nogc-h100|small|host|v5cap|alloc|retries|tests}
 source benchmarks/scripts/gpu_env.sh
 source benchmarks/scripts/gpu_70b_lib.sh
 FP8=base_matmul=fp8
@@ -61,6 +65,16 @@ case "$arm" in
     UNSLOTH_COMPILE_LOCATION=/tmp/unsloth_compiled_cache timeout 150 \
       python3 benchmarks/scripts/profile_peer_70b_layers.py $OUT/profile keep 1x1024 2>&1 | $TABLES
     timeout 80 python3 benchmarks/scripts/profile_70b_layers.py $OUT/profile 4096 keep fp8 2>&1 | $TABLES ;;
+  host)
+    build
+    TABLES="sed -n /^#.GPU/,/^|.kernel/p;/Error/p"
+    for matmul in fp8 bf16; do
+      timeout 120 python3 benchmarks/scripts/profile_70b_layers.py $OUT/profile 1024 fast $matmul 2>&1 | $TABLES
+    done
+    peer peer-host-h100.log --unsloth-env UVP_UNSLOTH_GC=false --cases 1x1024
+    bench 240 bench-70b-h-host $FIXED --recipe fast:$FP8 --recipe fast:$FP8,pack_length=1024 \
+      --recipe fast:pack_length=1024 --recipe fast:$FP8,pack_length=2048
+    allocator bench-70b-h-host ;;
   v5cap)
     build
     bench 420 bench-70b-h-v5cap --lengths v5-like --recipe capped --recipe capped:$FP8

@@ -67,7 +67,7 @@ def profile_report(step, title: str, layers: int, steps: int = 3) -> str:
     for _ in range(3):
         step()
     wall = timed_steps(step, steps)
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], acc_events=True) as prof:
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], acc_events=True, with_stack=True) as prof:
         for _ in range(steps):
             step()
         torch.cuda.synchronize()
@@ -90,11 +90,36 @@ def profile_report(step, title: str, layers: int, steps: int = 3) -> str:
         lines += ["", "| CUDA runtime call | calls per micro step | CPU ms per micro step |", "|---|---|---|"]
         lines += [f"| `{e.key}` | {e.count / steps:.1f} | {e.cpu_time_total / steps / 1e3:.2f} |"
                   for e in sorted(blocking, key=lambda e: -e.cpu_time_total)]
+    lines += host_tables(prof, steps)
     lines += ["", "| kernel | kind | share | ms per micro step | calls |", "|---|---|---|---|---|"]
     for e in sorted(events, key=lambda e: -e.self_device_time_total)[:30]:
         lines.append(f"| `{e.key[:90]}` | {kind(e.key)} | {100 * e.self_device_time_total / total:.1f} % | "
                      f"{e.self_device_time_total / steps / 1e3:.2f} | {e.count} |")
     return "\n".join(lines) + "\n"
+
+
+OWN_FRAMES = re.compile(r"(nextai|transformers|liger_kernel|peft|torch/(autograd|utils/checkpoint))/")
+
+
+def host_tables(prof, steps: int) -> list[str]:
+    """The host side: the CPU ops and runtime calls that took the most CPU time themselves (the Python thread's
+    and the autograd engine's), and where each synchronization was called from (the first frames of nextai,
+    transformers, Liger or peft on its stack)."""
+    cpu = [e for e in prof.key_averages() if e.device_type.name == "CPU"]
+    launches = [e for e in cpu if re.search(r"LaunchKernel", e.key)]
+    lines = ["", f"Host: {sum(e.self_cpu_time_total for e in cpu) / steps / 1e3:.1f} ms of CPU time in profiled ops "
+             f"per micro step; {sum(e.count for e in launches) / steps:.0f} kernel launches "
+             f"({sum(e.self_cpu_time_total for e in launches) / steps / 1e3:.1f} ms in the launch calls).",
+             "", "| CPU op or runtime call | calls per micro step | self CPU ms per micro step |", "|---|---|---|"]
+    lines += [f"| `{e.key[:80]}` | {e.count / steps:.1f} | {e.self_cpu_time_total / steps / 1e3:.2f} |"
+              for e in sorted(cpu, key=lambda e: -e.self_cpu_time_total)[:25]]
+    syncs = [e for e in prof.key_averages(group_by_stack_n=30) if "Synchronize" in e.key]
+    if syncs:
+        lines += ["", "| synchronization | calls per micro step | called from |", "|---|---|---|"]
+        for e in sorted(syncs, key=lambda e: -e.count):
+            frames = [f for f in (e.stack or []) if OWN_FRAMES.search(f)][:3]
+            lines.append(f"| `{e.key}` | {e.count / steps:.1f} | {'; '.join(frames) or 'the script'} |")
+    return lines
 
 
 def main(out: Path, pack: int, policy: str, base_matmul: str = "bf16") -> None:
