@@ -14,6 +14,7 @@ that recipe: its memory plan, offloading and allocator cap.
 The last argument is `model.base_matmul` (the file name then ends in `-fp8`).
 """
 
+import gc
 import os
 import re
 import sys
@@ -51,14 +52,39 @@ def kind(name: str) -> str:
     return "other"
 
 
-def timed_steps(step, steps: int = 3) -> float:
-    """Wall seconds per micro step, synchronized, without the profiler."""
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+class GcClock:
+    """Python's garbage collections while it is entered: how many of each generation, and their seconds."""
+
+    def __init__(self) -> None:
+        self.counts, self.seconds, self._start = [0, 0, 0], 0.0, None
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        elif self._start is not None:
+            self.counts[info["generation"]] += 1
+            self.seconds += time.perf_counter() - self._start
+
+    def __enter__(self):
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        gc.callbacks.remove(self._callback)
+
+
+def timed_steps(step, steps: int = 3) -> tuple[float, list[float], GcClock]:
+    """Wall seconds per micro step (synchronized, without the profiler), each step's seconds, and the garbage
+    collections in them."""
+    seconds = []
+    with GcClock() as collections:
+        for _ in range(steps):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            step()
+            torch.cuda.synchronize()
+            seconds.append(time.perf_counter() - start)
+    return sum(seconds) / steps, seconds, collections
 
 
 def profile_report(step, title: str, layers: int, steps: int = 3) -> str:
@@ -66,7 +92,7 @@ def profile_report(step, title: str, layers: int, steps: int = 3) -> str:
     the share of wall time the GPU was busy (kernel time / wall time; below 100 % is launch gaps or syncs)."""
     for _ in range(3):
         step()
-    wall = timed_steps(step, steps)
+    wall, each, collections = timed_steps(step, steps)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], acc_events=True, with_stack=True) as prof:
         for _ in range(steps):
             step()
@@ -81,6 +107,9 @@ def profile_report(step, title: str, layers: int, steps: int = 3) -> str:
              f"{steps} micro steps (forward + backward); {total / steps / 1e3 / layers:.2f} ms of kernel time per "
              f"layer per micro step (embeddings and loss included); wall {wall * 1e3:.1f} ms per micro step, "
              f"GPU busy {100 * busy:.1f} %; peak allocated {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB.",
+             f"Timed micro steps: {', '.join(f'{1e3 * t:.1f}' for t in each)} ms; Python garbage collections in "
+             f"them: {'/'.join(map(str, collections.counts))} (generations 0/1/2), {1e3 * collections.seconds:.1f} ms "
+             f"in all; {len(gc.get_objects())} objects tracked.",
              "", "| kind | share | ms per micro step |", "|---|---|---|"]
     for label, micros in sorted(by_kind.items(), key=lambda kv: -kv[1]):
         lines.append(f"| {label} | {100 * micros / total:.1f} % | {micros / steps / 1e3:.2f} |")
