@@ -69,7 +69,7 @@ case "$arm" in
     build
     TABLES="sed -n /^#.GPU/,/^|.kernel/p;/Error/p"
     for matmul in fp8 bf16; do
-      timeout 120 python3 benchmarks/scripts/profile_70b_layers.py $OUT/profile 1024 fast $matmul 2>&1 | $TABLES
+      timeout 150 python3 benchmarks/scripts/profile_70b_layers.py $OUT/profile 1024 fast $matmul 2>&1 | $TABLES
     done
     peer peer-host-h100.log --unsloth-env UVP_UNSLOTH_GC=false --cases 1x1024
     bench 240 bench-70b-h-host $FIXED --recipe fast:$FP8 --recipe fast:$FP8,pack_length=1024 \
