@@ -4,8 +4,9 @@ Builds LLaMA-2-70B's layer shape with 4 decoder layers (random NF4 weights, as `
 `kernels` recipe (packed micro batches, every layer recomputed, Liger kernels, loss without full logits: the
 per-layer work of `capped`, which recomputes 79 of 80 layers) through QLoRAModule on packs of 1024-token
 examples, and
-profiles 3 micro steps (forward + backward) with torch.profiler. Writes the kernels grouped by kind, and the top
-kernels, as markdown to OUT/profile-70b-layers-PACK-POLICY.md. `keep` turns recomputation off (the fast recipe's
+profiles 3 micro steps (forward + backward) with torch.profiler. Writes the kernels grouped by kind, the top
+kernels and the host side (CPU ops and Python functions by their own CPU time, kernel launches, where each
+synchronization is called from; garbage collections in the timed steps) as markdown to OUT/profile-70b-layers-PACK-POLICY.md. `keep` turns recomputation off (the fast recipe's
 layers). `capped` and `fast` profile the whole 80-layer model of `nextai bench` (/tmp/nextai-bench/70b-nf4) with
 that recipe: its memory plan, offloading and allocator cap.
 
