@@ -2,13 +2,13 @@
 
 Builds LLaMA-2-70B's layer shape with 4 decoder layers (random NF4 weights, as `nextai bench` does), runs the
 `kernels` recipe (packed micro batches, every layer recomputed, Liger kernels, loss without full logits: the
-per-layer work of `capped`, which recomputes 79 of 80 layers) through QLoRAModule on packs of 1024-token
-examples, and
-profiles 3 micro steps (forward + backward) with torch.profiler. Writes the kernels grouped by kind, the top
+per-layer work of `capped`, which recomputes 79 of 80 layers) through QLoRAModule on packs of 1024-token examples,
+and profiles 3 micro steps (forward + backward) with torch.profiler. Writes the kernels grouped by kind, the top
 kernels and the host side (CPU ops and Python functions by their own CPU time, kernel launches, where each
-synchronization is called from; garbage collections in the timed steps) as markdown to OUT/profile-70b-layers-PACK-POLICY.md. `keep` turns recomputation off (the fast recipe's
-layers). `capped` and `fast` profile the whole 80-layer model of `nextai bench` (/tmp/nextai-bench/70b-nf4) with
-that recipe: its memory plan, offloading and allocator cap.
+synchronization is called from; garbage collections in the timed steps) as markdown to
+OUT/profile-70b-layers-PACK-POLICY.md. `keep` turns recomputation off (the fast recipe's layers). `capped` and
+`fast` profile the whole 80-layer model of `nextai bench` (/tmp/nextai-bench/70b-nf4) with that recipe: its memory
+plan, offloading and allocator cap.
 
     python benchmarks/scripts/profile_70b_layers.py OUT_DIR [PACK_TOKENS (2048)] [recompute|keep|capped|fast] [bf16|fp8]
 
