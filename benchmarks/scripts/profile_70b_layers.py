@@ -177,7 +177,8 @@ def main(out: Path, pack: int, policy: str, base_matmul: str = "bf16") -> None:
 
     retries = torch.cuda.memory_stats(device).get("num_alloc_retries", 0)
     text = profile_report(step, f"GPU time of a 70B-shaped layer stack, `{recipe.name}` recipe, {pack}-token packs, "
-                                f"layers {policy}, base GEMMs {base_matmul}", layers=layers)
+                                f"{'the whole model, its memory plan' if layers == 80 else 'layers ' + policy}, "
+                                f"base GEMMs {base_matmul}", layers=layers)
     retries = torch.cuda.memory_stats(device).get("num_alloc_retries", 0) - retries
     text += (f"\nAllocator retries in these {3 + 3 + 3} micro steps: {retries}; peak reserved "
              f"{torch.cuda.max_memory_reserved(device) / 2**30:.2f} GiB.\n")
