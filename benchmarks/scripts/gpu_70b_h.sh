@@ -20,8 +20,8 @@
 #                        smallest step is 36.4 GiB; the row records that)
 #   gpu_70b_h.sh host    where a short fp8 step's time goes on the host: profiles of the whole 80-layer fast model
 #                        at 1024 tokens, fp8 then bf16 (CPU ops and Python functions with their self CPU time, where
-#                        each synchronization comes from), then the whole-H100 table again beside the peer at 1 x 1024
-#                        with the optimizer step timed on real gradients (bench children before it timed it on none)
+#                        each synchronization comes from), then the peer without checkpointing at 1 x 1024 (what fits
+#                        an H100) beside nextai fp8 at packs of 1024, 2048 and 4096 and bf16 at 1024 (run K, on an H200)
 #   gpu_70b_h.sh tests   every @pytest.mark.gpu test
 # One `device` call each, from the repository root, carrying .whl (nextai's wheels), .whlpeer and .peers (the peer:
 # ../shared/peers/unsloth_vs_plain.py and build_nf4_checkpoint.py, copied; wheels as ../shared/peers/README.md says).
@@ -71,7 +71,7 @@ case "$arm" in
     for matmul in fp8 bf16; do
       timeout 150 python3 benchmarks/scripts/profile_70b_layers.py $OUT/profile 1024 fast $matmul 2>&1 | $TABLES
     done
-    peer peer-host-h100.log --unsloth-env UVP_UNSLOTH_GC=false --cases 1x1024
+    peer peer-host.log --unsloth-env UVP_UNSLOTH_GC=false --cases 1x1024
     bench 240 bench-70b-h-host $FIXED --recipe fast:$FP8 --recipe fast:$FP8,pack_length=1024 \
       --recipe fast:pack_length=1024 --recipe fast:$FP8,pack_length=2048
     allocator bench-70b-h-host ;;
