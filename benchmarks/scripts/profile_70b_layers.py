@@ -74,9 +74,8 @@ class GcClock:
         gc.callbacks.remove(self._callback)
 
 
-def timed_steps(step, steps: int = 3) -> tuple[float, list[float], GcClock]:
-    """Wall seconds per micro step (synchronized, without the profiler), each step's seconds, and the garbage
-    collections in them."""
+def timed_steps(step, steps: int = 3) -> tuple[list[float], GcClock]:
+    """Each micro step's wall seconds (synchronized, without the profiler), and the garbage collections in them."""
     seconds = []
     with GcClock() as collections:
         for _ in range(steps):
@@ -85,7 +84,7 @@ def timed_steps(step, steps: int = 3) -> tuple[float, list[float], GcClock]:
             step()
             torch.cuda.synchronize()
             seconds.append(time.perf_counter() - start)
-    return sum(seconds) / steps, seconds, collections
+    return seconds, collections
 
 
 def profile_report(step, title: str, layers: int, steps: int = 3) -> str:
@@ -93,7 +92,8 @@ def profile_report(step, title: str, layers: int, steps: int = 3) -> str:
     the share of wall time the GPU was busy (kernel time / wall time; below 100 % is launch gaps or syncs)."""
     for _ in range(3):
         step()
-    wall, each, collections = timed_steps(step, steps)
+    each, collections = timed_steps(step, steps)
+    wall = sum(each) / steps
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], acc_events=True, with_stack=True) as prof:
         for _ in range(steps):
             step()
